@@ -1,0 +1,1 @@
+//! Being written: shutdown signal, activity guards, bounded drain.

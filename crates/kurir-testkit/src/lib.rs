@@ -28,8 +28,8 @@ pub mod tls;
 pub mod wait;
 
 pub use dns::DnsServer;
-// pub use kafka::KafkaBroker;
-// pub use redis::RedisServer;
+pub use kafka::KafkaBroker;
+pub use redis::RedisServer;
 pub use smtp_sink::SmtpSink;
 pub use tls::TestCa;
 pub use wait::{free_port, wait_for};

@@ -17,13 +17,21 @@ pub struct ChildProcess {
 }
 
 impl ChildProcess {
-    /// Spawns `program` with `args`, output to `dir/<name>.log`.
-    pub fn spawn(name: &str, program: &str, args: &[String], dir: &Path) -> anyhow::Result<Self> {
+    /// Spawns `program` with `args` and extra environment `envs`, in `dir`, its output to
+    /// `dir/<name>.log`.
+    pub fn spawn(
+        name: &str,
+        program: &str,
+        args: &[String],
+        envs: &[(&str, &str)],
+        dir: &Path,
+    ) -> anyhow::Result<Self> {
         let log = dir.join(format!("{name}.log"));
         let out = std::fs::File::create(&log).context("creating log file")?;
         let err = out.try_clone()?;
         let child = Command::new(program)
             .args(args)
+            .envs(envs.iter().copied())
             .current_dir(dir)
             .stdin(Stdio::null())
             .stdout(out)

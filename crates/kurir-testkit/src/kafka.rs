@@ -41,7 +41,13 @@ impl KafkaBroker {
         for _ in 0..START_ATTEMPTS {
             let port = free_port();
             match spawn_and_wait(port, &dir).await {
-                Ok(process) => return Ok(Self { port, _dir: dir, _process: process }),
+                Ok(process) => {
+                    return Ok(Self {
+                        port,
+                        _dir: dir,
+                        _process: process,
+                    });
+                }
                 Err(e) => last_error = Some(e),
             }
         }
@@ -99,15 +105,20 @@ async fn spawn_and_wait(port: u16, dir: &TempDir) -> anyhow::Result<ChildProcess
     let url = format!("tcp://127.0.0.1:{port}");
     let args: Vec<String> = [
         "broker",
-        "--storage-engine", "memory://tansu/",
-        "--listener-url", &url,
-        "--advertised-listener-url", &url,
-        "--cluster-id", "kurir-test",
+        "--storage-engine",
+        "memory://tansu/",
+        "--listener-url",
+        &url,
+        "--advertised-listener-url",
+        &url,
+        "--cluster-id",
+        "kurir-test",
     ]
     .map(String::from)
     .to_vec();
-    let mut process = ChildProcess::spawn("tansu", "tansu", &args, &[("RUST_LOG", "warn")], dir.path())
-        .with_context(|| format!("the Kafka test broker is missing: {INSTALL_HINT}"))?;
+    let mut process =
+        ChildProcess::spawn("tansu", "tansu", &args, &[("RUST_LOG", "warn")], dir.path())
+            .with_context(|| format!("the Kafka test broker is missing: {INSTALL_HINT}"))?;
     let bootstrap = format!("127.0.0.1:{port}");
     let ready = wait_for("tansu to answer a metadata request", READY_TIMEOUT, || {
         let exited = process.exited().is_some();
@@ -136,5 +147,9 @@ async fn metadata_answers(bootstrap: String) -> bool {
         let metadata = consumer.fetch_metadata(None, Duration::from_millis(500))?;
         Ok(!metadata.brokers().is_empty())
     };
-    tokio::task::spawn_blocking(check).await.ok().and_then(Result::ok).unwrap_or(false)
+    tokio::task::spawn_blocking(check)
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or(false)
 }

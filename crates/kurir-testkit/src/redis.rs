@@ -31,7 +31,11 @@ impl RedisServer {
         let mut dir = tempfile::Builder::new().prefix("kurir-redis-").tempdir()?;
         let mut last_error = None;
         for _ in 0..START_ATTEMPTS {
-            let mut server = Self { port: free_port(), dir, process: None };
+            let mut server = Self {
+                port: free_port(),
+                dir,
+                process: None,
+            };
             match server.spawn_and_wait().await {
                 Ok(()) => return Ok(server),
                 Err(e) => {
@@ -77,17 +81,25 @@ impl RedisServer {
 
     async fn spawn_and_wait(&mut self) -> anyhow::Result<()> {
         let args: Vec<String> = [
-            "--port", &self.port.to_string(),
-            "--bind", "127.0.0.1",
-            "--save", "",
-            "--appendonly", "no",
-            "--protected-mode", "yes",
-            "--dir", &self.dir.path().display().to_string(),
-            "--logfile", "",
+            "--port",
+            &self.port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--protected-mode",
+            "yes",
+            "--dir",
+            &self.dir.path().display().to_string(),
+            "--logfile",
+            "",
         ]
         .map(String::from)
         .to_vec();
-        let mut process = ChildProcess::spawn("redis-server", "redis-server", &args, &[], self.dir.path())?;
+        let mut process =
+            ChildProcess::spawn("redis-server", "redis-server", &args, &[], self.dir.path())?;
         let client = self.client()?;
         let ready = wait_for("redis-server to answer PING", READY_TIMEOUT, || {
             let client = client.clone();
@@ -114,7 +126,10 @@ impl RedisServer {
 async fn ping(client: &redis::Client) -> bool {
     let attempt = async {
         let mut conn = client.get_multiplexed_async_connection().await.ok()?;
-        redis::cmd("PING").query_async::<String>(&mut conn).await.ok()
+        redis::cmd("PING")
+            .query_async::<String>(&mut conn)
+            .await
+            .ok()
     };
     let pong = tokio::time::timeout(Duration::from_secs(1), attempt).await;
     matches!(pong, Ok(Some(p)) if p == "PONG")

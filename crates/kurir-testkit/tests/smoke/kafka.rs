@@ -54,9 +54,19 @@ impl Member {
             loop {
                 let message = polling.recv().await.expect("consume");
                 let key = String::from_utf8(message.key().unwrap().to_vec()).unwrap();
-                let seq = std::str::from_utf8(message.payload().unwrap()).unwrap().parse().unwrap();
-                let _ = seen.send(Seen { consumer: name, partition: message.partition(), key, seq });
-                polling.commit_message(&message, CommitMode::Sync).expect("commit");
+                let seq = std::str::from_utf8(message.payload().unwrap())
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+                let _ = seen.send(Seen {
+                    consumer: name,
+                    partition: message.partition(),
+                    key,
+                    seq,
+                });
+                polling
+                    .commit_message(&message, CommitMode::Sync)
+                    .expect("commit");
             }
         });
         Self { consumer, task }
@@ -84,7 +94,10 @@ async fn produce(producer: &FutureProducer, start: u32, count: u32) {
         let payload = (i / 10).to_string();
         async move {
             let record = FutureRecord::to(TOPIC).key(&key).payload(&payload);
-            producer.send(record, Duration::from_secs(10)).await.map_err(|(e, _)| e)
+            producer
+                .send(record, Duration::from_secs(10))
+                .await
+                .map_err(|(e, _)| e)
         }
     });
     for result in join_all(sends).await {
@@ -95,7 +108,10 @@ async fn produce(producer: &FutureProducer, start: u32, count: u32) {
 async fn collect(rx: &mut mpsc::UnboundedReceiver<Seen>, n: usize) -> Vec<Seen> {
     let mut out = Vec::with_capacity(n);
     while out.len() < n {
-        let seen = tokio::time::timeout(WAIT, rx.recv()).await.expect("records arrive").unwrap();
+        let seen = tokio::time::timeout(WAIT, rx.recv())
+            .await
+            .expect("records arrive")
+            .unwrap();
         out.push(seen);
     }
     out
@@ -126,7 +142,10 @@ async fn wait_for_assignment(members: &[&Member], want: &[usize]) {
 async fn kafka_group_rebalances_and_resumes_offsets() {
     let broker = KafkaBroker::start().await.unwrap();
     broker.create_topic(TOPIC, PARTITIONS).await.unwrap();
-    assert_eq!(broker.partition_count(TOPIC).await.unwrap(), Some(PARTITIONS as usize));
+    assert_eq!(
+        broker.partition_count(TOPIC).await.unwrap(),
+        Some(PARTITIONS as usize)
+    );
     let producer: FutureProducer = broker
         .client_config()
         .set("enable.idempotence", "true")
@@ -144,7 +163,10 @@ async fn kafka_group_rebalances_and_resumes_offsets() {
     assert!(first.iter().any(|r| r.consumer == "a") && first.iter().any(|r| r.consumer == "b"));
     for r in &first {
         let owner = if r.consumer == "a" { &a } else { &b };
-        assert!(owner.partitions().contains(&r.partition), "{r:?} read by a non-owner");
+        assert!(
+            owner.partitions().contains(&r.partition),
+            "{r:?} read by a non-owner"
+        );
     }
 
     // b leaves: a takes over every partition and gets all new records.

@@ -1,3 +1,0 @@
-//! Placeholder: being written.
-#[derive(Debug)]
-pub struct SmtpSink;

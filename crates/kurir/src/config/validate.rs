@@ -1,0 +1,105 @@
+//! Cross-field and range checks that serde cannot express, run before any port is bound.
+
+use std::time::Duration;
+
+use super::{Config, ConfigError};
+
+/// The shortest grace period: less cannot even close an SMTP session politely.
+pub const MIN_GRACE_PERIOD: Duration = Duration::from_secs(1);
+/// The longest grace period: beyond an hour a stuck drain is a bug, not patience.
+pub const MAX_GRACE_PERIOD: Duration = Duration::from_secs(3600);
+
+impl Config {
+    /// Checks what deserialisation cannot; the error names the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !is_dns_label(&self.node.id) {
+            return Err(ConfigError::key(
+                "node.id",
+                format!(
+                    "{:?} is not a DNS label (1-63 of a-z, 0-9 and '-', not starting or ending with '-')",
+                    self.node.id
+                ),
+            ));
+        }
+        if self.node.data_dir.as_os_str().is_empty() {
+            return Err(ConfigError::key("node.data_dir", "must not be empty"));
+        }
+        self.log
+            .validate()
+            .map_err(|e| ConfigError::key("log.level", e.to_string()))?;
+        let grace = self.lifecycle.grace_period;
+        if !(MIN_GRACE_PERIOD..=MAX_GRACE_PERIOD).contains(&grace) {
+            return Err(ConfigError::key(
+                "lifecycle.grace_period",
+                format!(
+                    "{} is out of range: must be between {} and {}",
+                    humantime::format_duration(grace),
+                    humantime::format_duration(MIN_GRACE_PERIOD),
+                    humantime::format_duration(MAX_GRACE_PERIOD),
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A lower-case RFC 1123 label: what Kubernetes accepts as a pod name segment.
+pub(super) fn is_dns_label(s: &str) -> bool {
+    let allowed = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-';
+    (1..=63).contains(&s.len())
+        && s.chars().all(allowed)
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dns_labels() {
+        for ok in ["kurir-0", "a", "kurir-deliver-7c9f-abc12", &"a".repeat(63)] {
+            assert!(is_dns_label(ok), "{ok}");
+        }
+        for bad in ["", "-a", "a-", "Kurir", "a.b", "a_b", &"a".repeat(64)] {
+            assert!(!is_dns_label(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        Config::default().validate().unwrap();
+    }
+
+    /// Makes one key of a valid config invalid.
+    type Breaker = fn(&mut Config);
+
+    #[test]
+    fn each_check_names_its_key() {
+        let cases: [(&str, Breaker); 4] = [
+            ("node.id", |c| c.node.id = "Bad_Id".into()),
+            ("node.data_dir", |c| c.node.data_dir = "".into()),
+            ("log.level", |c| c.log.level = "loud".into()),
+            ("lifecycle.grace_period", |c| {
+                c.lifecycle.grace_period = Duration::from_millis(500)
+            }),
+        ];
+        for (key, break_it) in cases {
+            let mut config = Config::default();
+            break_it(&mut config);
+            let err = config.validate().unwrap_err();
+            assert!(
+                matches!(&err, ConfigError::Key { key: k, .. } if k == key),
+                "{err}"
+            );
+        }
+        let mut long = Config::default();
+        long.lifecycle.grace_period = Duration::from_secs(7200);
+        assert!(
+            long.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("between 1s and 1h")
+        );
+    }
+}

@@ -1,0 +1,18 @@
+//! kurir, an outbound mail transfer agent that runs as a cluster: the application behind
+//! the thin `kurir` binary (`main.rs` only parses the command line and calls [`cli::run`]).
+//!
+//! # Layout
+//!
+//! - [`cli`]: the command line (`serve`, `config check`, `config example`) and exit codes.
+//! - [`config`]: the [`config::Config`] file: sections, defaults, `KURIR__…` environment
+//!   overrides, validation.
+//! - [`serve`]: `kurir serve`: telemetry endpoint, signals, readiness, the bounded drain.
+//! - [`EXAMPLE_CONFIG`]: `docs/kurir.example.toml`, printed by `kurir config example`.
+
+pub mod cli;
+pub mod config;
+pub mod serve;
+
+/// The documented example configuration (`docs/kurir.example.toml`), compiled in so
+/// `kurir config example` always prints the file the docs describe.
+pub const EXAMPLE_CONFIG: &str = include_str!("../../../docs/kurir.example.toml");

@@ -1,0 +1,217 @@
+//! The real `kurir` binary: `serve` comes up, reports ready, and exits 0 on SIGTERM;
+//! `config check` / `config example` behave as documented.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const KURIR: &str = env!("CARGO_BIN_EXE_kurir");
+const TIMEOUT: Duration = Duration::from_secs(20);
+const POLL: Duration = Duration::from_millis(25);
+
+/// `kurir` with a clean environment: no inherited KURIR__ overrides or RUST_LOG.
+fn kurir() -> Command {
+    let mut command = Command::new(KURIR);
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("KURIR") || name == "RUST_LOG" {
+            command.env_remove(name);
+        }
+    }
+    command
+}
+
+/// Kills the child if the test fails before it exits.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn write_config(dir: &Path, text: &str) -> std::path::PathBuf {
+    let path = dir.join("kurir.toml");
+    std::fs::write(&path, text).expect("write config");
+    path
+}
+
+/// Waits for the `http listening on ADDR` line on the child's stdout.
+fn listening_addr(child: &mut Child) -> SocketAddr {
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(addr) = line.strip_prefix("http listening on ") {
+                let _ = tx.send(addr.parse::<SocketAddr>().expect("address"));
+            }
+        }
+    });
+    rx.recv_timeout(TIMEOUT)
+        .expect("the binary prints its http address")
+}
+
+/// Status code of `GET path`, or `None` if the endpoint is not answering.
+fn get(addr: SocketAddr, path: &str) -> Option<u16> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).ok()?;
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).ok()?;
+    reply.split(' ').nth(1)?.parse().ok()
+}
+
+fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + TIMEOUT;
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(POLL);
+    }
+}
+
+fn wait_for_exit(child: &mut Child) -> std::process::ExitStatus {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "kurir did not exit");
+        std::thread::sleep(POLL);
+    }
+}
+
+#[test]
+fn serve_becomes_ready_and_exits_cleanly_on_sigterm() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = write_config(
+        dir.path(),
+        "[http]\nlisten = \"127.0.0.1:0\"\n[lifecycle]\ngrace_period = \"5s\"\n",
+    );
+    let child = kurir()
+        .args(["serve", "--role", "submit,deliver", "--config"])
+        .arg(&config)
+        .env("KURIR__NODE__ID", "serve-test")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn kurir");
+    let mut running = Running(child);
+    let addr = listening_addr(&mut running.0);
+
+    wait_until("/healthz 200", || get(addr, "/healthz") == Some(200));
+    wait_until("/readyz 200", || get(addr, "/readyz") == Some(200));
+    assert_eq!(get(addr, "/nope"), Some(404));
+    assert_eq!(get(addr, "/metrics"), Some(200));
+
+    let pid = running.0.id().to_string();
+    let kill = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("run kill");
+    assert!(kill.success());
+    let status = wait_for_exit(&mut running.0);
+    let mut stderr = String::new();
+    if let Some(mut pipe) = running.0.stderr.take() {
+        pipe.read_to_string(&mut stderr).expect("read stderr");
+    }
+    assert!(
+        status.success(),
+        "exit status {status:?}; stderr:\n{stderr}"
+    );
+    assert!(stderr.contains("SIGTERM"), "stderr:\n{stderr}");
+    assert!(stderr.contains("drain complete"), "stderr:\n{stderr}");
+    assert!(
+        get(addr, "/healthz").is_none(),
+        "endpoint closed after exit"
+    );
+}
+
+fn check(config_text: Option<&str>, env: &[(&str, &str)]) -> Output {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut command = kurir();
+    command.args(["config", "check"]);
+    if let Some(text) = config_text {
+        command.arg("--config").arg(write_config(dir.path(), text));
+    }
+    command
+        .envs(env.iter().copied())
+        .output()
+        .expect("run kurir")
+}
+
+#[test]
+fn config_check_accepts_a_good_config() {
+    let output = check(Some("[http]\nlisten = \"0.0.0.0:9090\"\n"), &[]);
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "ok\n");
+    assert!(check(None, &[]).status.success(), "defaults are valid");
+}
+
+/// Config text, environment, expected start of the error.
+type Case = (
+    &'static str,
+    &'static [(&'static str, &'static str)],
+    &'static str,
+);
+
+#[test]
+fn config_check_rejects_bad_configs_naming_the_key_with_exit_2() {
+    let cases: [Case; 4] = [
+        (
+            "[http]\nlisten = \"127.0.0.1:0\"\ncolour = true\n",
+            &[],
+            "config error at http.colour: unknown field `colour`",
+        ),
+        (
+            "[lifecycle]\ngrace_period = 30\n",
+            &[],
+            "config error at lifecycle.grace_period: invalid type",
+        ),
+        (
+            "",
+            &[("KURIR__HTTP__LISTEN", "localhost")],
+            "config error in environment variable KURIR__HTTP__LISTEN: http.listen",
+        ),
+        (
+            "",
+            &[("KURIR__LOG__LEVEL", "chatty")],
+            "config error in environment variable KURIR__LOG__LEVEL: log.level",
+        ),
+    ];
+    for (text, env, expected) in cases {
+        let output = check(Some(text), env);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{text:?} {env:?}: {stderr}");
+        assert!(stderr.contains(expected), "{text:?} {env:?}: {stderr}");
+        assert!(output.stdout.is_empty());
+    }
+}
+
+#[test]
+fn serve_with_a_bad_config_exits_2_before_binding() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = write_config(dir.path(), "[http]\nlisten = \"127.0.0.1:0\"\nport = 1\n");
+    let output = kurir()
+        .args(["serve", "--config"])
+        .arg(config)
+        .output()
+        .expect("run kurir");
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("http.port"));
+    assert!(!String::from_utf8_lossy(&output.stdout).contains("http listening"));
+}
+
+#[test]
+fn config_example_prints_the_documented_file() {
+    let output = kurir()
+        .args(["config", "example"])
+        .output()
+        .expect("run kurir");
+    assert!(output.status.success());
+    let documented = include_str!("../../../docs/kurir.example.toml");
+    assert_eq!(String::from_utf8_lossy(&output.stdout), documented);
+}

@@ -23,9 +23,13 @@ pub const INSTALL_HINT: &str =
 /// storage, in its own temp dir. Ready (answers a metadata request from librdkafka) when
 /// [`KafkaBroker::start`] returns; killed on drop.
 ///
-/// Known behaviour of Tansu 0.6 that tests must respect: with `linger.ms` > 0 each record
-/// waits a full linger, so producers in tests use [`KafkaBroker::client_config`], which
-/// sets `linger.ms=0`.
+/// Known behaviour of Tansu 0.6 that tests must respect:
+/// - with `linger.ms` > 0 each record waits a full linger, so producers in tests use
+///   [`KafkaBroker::client_config`], which sets `linger.ms=0`;
+/// - with several records in one batch, a fetch from an offset inside the batch returns
+///   nothing (a consumer resuming mid-batch stalls) and the reported end offset is the last
+///   batch's first offset + 1; tests that resume mid-batch or read lag set the producer's
+///   `batch.num.messages=1`.
 #[derive(Debug)]
 pub struct KafkaBroker {
     port: u16,

@@ -1,4 +1,4 @@
-//! The command line: `kurir serve`, `kurir config check`, `kurir config example`.
+//! The command line: `kurir serve`, `kurir config check|example`, `kurir admin …`.
 //!
 //! Exit codes: 0 success; 1 a runtime failure (including a drain that ran out of grace
 //! period); 2 a bad command line or a bad configuration.
@@ -38,6 +38,21 @@ pub enum Command {
     /// Check or print the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Operator commands against the configured backends.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+}
+
+/// `kurir admin …`.
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Create the queue's topics that are missing (mail, retry tiers, events) with the
+    /// configured partition counts. Existing topics are left as they are.
+    InitTopics {
+        /// The TOML configuration file; without one the defaults are used.
+        #[arg(long, short, value_name = "FILE", env = "KURIR_CONFIG")]
+        config: Option<PathBuf>,
+    },
 }
 
 /// `kurir serve` arguments.
@@ -86,6 +101,32 @@ pub fn run() -> ExitCode {
             print!("{EXAMPLE_CONFIG}");
             ExitCode::SUCCESS
         }
+        Command::Admin(AdminCommand::InitTopics { config }) => {
+            init_topics_command(config.as_deref())
+        }
+    }
+}
+
+fn init_topics_command(path: Option<&Path>) -> ExitCode {
+    let config = match load(path) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    let runtime = match runtime() {
+        Ok(runtime) => runtime,
+        Err(code) => return code,
+    };
+    match runtime.block_on(crate::admin::init_topics(&config)) {
+        Ok(topics) => {
+            for topic in topics {
+                println!("{} ({} partitions)", topic.name, topic.partitions);
+            }
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -105,15 +146,9 @@ fn serve_command(args: &ServeArgs) -> ExitCode {
         Err(code) => return code,
     };
     let roles = RoleSet::from_roles(&args.roles);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime() {
         Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("cannot start the tokio runtime: {error}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     match runtime.block_on(serve::run(config, roles)) {
         Ok(code) => code,
@@ -123,4 +158,14 @@ fn serve_command(args: &ServeArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|error| {
+            eprintln!("cannot start the tokio runtime: {error}");
+            ExitCode::FAILURE
+        })
 }

@@ -3,12 +3,15 @@
 //!
 //! # Layout
 //!
-//! - [`cli`]: the command line (`serve`, `config check`, `config example`) and exit codes.
+//! - [`cli`]: the command line (`serve`, `config check`, `config example`,
+//!   `admin init-topics`) and exit codes.
+//! - [`admin`]: operator commands against the configured backends.
 //! - [`config`]: the [`config::Config`] file: sections, defaults, `KURIR__…` environment
 //!   overrides, validation.
 //! - [`serve`]: `kurir serve`: telemetry endpoint, signals, readiness, the bounded drain.
 //! - [`EXAMPLE_CONFIG`]: `docs/kurir.example.toml`, printed by `kurir config example`.
 
+pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod serve;

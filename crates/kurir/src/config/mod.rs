@@ -11,6 +11,7 @@ mod validate;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use kurir_queue::QueueConfig;
 use kurir_telemetry::{HttpConfig, LogConfig};
 use serde::{Deserialize, Serialize};
 
@@ -30,6 +31,16 @@ pub struct Config {
     pub http: HttpConfig,
     /// `[lifecycle]`: shutdown behaviour.
     pub lifecycle: LifecycleConfig,
+    /// `[queue]`: the queue between submission and delivery (embedded or Kafka).
+    pub queue: QueueConfig,
+}
+
+impl Config {
+    /// The embedded queue's directory: `queue.embedded.dir`, under `node.data_dir` when
+    /// relative.
+    pub fn embedded_queue_dir(&self) -> PathBuf {
+        self.node.data_dir.join(&self.queue.embedded.dir)
+    }
 }
 
 /// The `[node]` section.
@@ -39,8 +50,8 @@ pub struct NodeConfig {
     /// This node's name in logs, metrics and (later) the cluster: a DNS label. Defaults
     /// to the host name (in Kubernetes, the pod name), else `kurir-0`.
     pub id: String,
-    /// Where the embedded queue and state stores will keep their files (the stores are
-    /// not built yet; nothing is written here today).
+    /// Where the embedded stores keep their files (the embedded queue under
+    /// `queue.embedded.dir`; the state store arrives later).
     pub data_dir: PathBuf,
 }
 

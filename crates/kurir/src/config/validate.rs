@@ -27,6 +27,9 @@ impl Config {
         self.log
             .validate()
             .map_err(|e| ConfigError::key("log.level", e.to_string()))?;
+        self.queue
+            .validate()
+            .map_err(|e| ConfigError::key(format!("queue.{}", e.key), e.message))?;
         let grace = self.lifecycle.grace_period;
         if !(MIN_GRACE_PERIOD..=MAX_GRACE_PERIOD).contains(&grace) {
             return Err(ConfigError::key(

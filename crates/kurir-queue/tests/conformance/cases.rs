@@ -34,6 +34,12 @@ async fn join<H: Harness>(h: &H, name: &'static str, out: &mpsc::UnboundedSender
     Member::run(name, subscription, out.clone())
 }
 
+/// The group's lag summed over the topic's partitions.
+async fn total_lag<H: Harness>(h: &H) -> u64 {
+    let lags = h.queue().lag(GROUP, TOPIC).await.unwrap();
+    lags.iter().map(|l| l.lag()).sum()
+}
+
 fn seq(got: &Got) -> usize {
     got.text().rsplit('/').next().unwrap().parse().unwrap()
 }
@@ -106,14 +112,7 @@ pub async fn unacknowledged_records_are_redelivered<H: Harness>() {
     let third = join(&h, "c", &tx).await;
     wait_for_partitions(&[&third], &[PARTITIONS as usize]).await;
     assert_quiet(&mut rx, Duration::from_secs(2)).await;
-    let lag: u64 = h
-        .queue()
-        .lag(GROUP, TOPIC)
-        .await
-        .unwrap()
-        .iter()
-        .map(|l| l.lag())
-        .sum();
+    let lag = total_lag(&h).await;
     assert_eq!(lag, 0);
     third.leave().await;
 }
@@ -136,14 +135,7 @@ pub async fn commits_only_up_to_the_low_watermark<H: Harness>() {
     first.leave().await;
     drop(got);
 
-    let lag: u64 = h
-        .queue()
-        .lag(GROUP, TOPIC)
-        .await
-        .unwrap()
-        .iter()
-        .map(|l| l.lag())
-        .sum();
+    let lag = total_lag(&h).await;
     assert_eq!(
         lag, 7,
         "committed position stops at the first unfinished record"
@@ -155,14 +147,7 @@ pub async fn commits_only_up_to_the_low_watermark<H: Harness>() {
     assert_eq!(texts, ["3", "4", "5", "6", "7", "8", "9"]);
     ack_all(&mut again);
     second.leave().await;
-    let lag: u64 = h
-        .queue()
-        .lag(GROUP, TOPIC)
-        .await
-        .unwrap()
-        .iter()
-        .map(|l| l.lag())
-        .sum();
+    let lag = total_lag(&h).await;
     assert_eq!(lag, 0);
 }
 
@@ -308,14 +293,7 @@ pub async fn skips_undecodable_records_with_an_error_event<H: Harness>() {
     let message = message.expect("the record behind it is not blocked");
     assert_eq!((message.id, &message.body), (valid.id, &valid.body));
     subscription.close().await;
-    let lag: u64 = h
-        .queue()
-        .lag(GROUP, TOPIC)
-        .await
-        .unwrap()
-        .iter()
-        .map(|l| l.lag())
-        .sum();
+    let lag = total_lag(&h).await;
     assert_eq!(lag, 0, "both records are finished");
 
     // The operator finds the bad record through its event.

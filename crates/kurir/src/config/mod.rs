@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use kurir_queue::QueueConfig;
+use kurir_state::StateConfig;
 use kurir_telemetry::{HttpConfig, LogConfig};
 use serde::{Deserialize, Serialize};
 
@@ -33,6 +34,9 @@ pub struct Config {
     pub lifecycle: LifecycleConfig,
     /// `[queue]`: the queue between submission and delivery (embedded or Kafka).
     pub queue: QueueConfig,
+    /// `[state]`: suppression, bounce memory, ledger, idempotency, tracking, domain pauses
+    /// (embedded or Redis).
+    pub state: StateConfig,
 }
 
 impl Config {
@@ -40,6 +44,12 @@ impl Config {
     /// relative.
     pub fn embedded_queue_dir(&self) -> PathBuf {
         self.node.data_dir.join(&self.queue.embedded.dir)
+    }
+
+    /// The embedded state store's directory: `state.embedded.dir`, under `node.data_dir`
+    /// when relative.
+    pub fn embedded_state_dir(&self) -> PathBuf {
+        self.node.data_dir.join(&self.state.embedded.dir)
     }
 }
 
@@ -50,8 +60,8 @@ pub struct NodeConfig {
     /// This node's name in logs, metrics and (later) the cluster: a DNS label. Defaults
     /// to the host name (in Kubernetes, the pod name), else `kurir-0`.
     pub id: String,
-    /// Where the embedded stores keep their files (the embedded queue under
-    /// `queue.embedded.dir`; the state store arrives later).
+    /// Where the embedded stores keep their files (`queue.embedded.dir` and
+    /// `state.embedded.dir` are relative to it).
     pub data_dir: PathBuf,
 }
 

@@ -30,6 +30,9 @@ impl Config {
         self.queue
             .validate()
             .map_err(|e| ConfigError::key(format!("queue.{}", e.key), e.message))?;
+        self.state
+            .validate()
+            .map_err(|e| ConfigError::key(format!("state.{}", e.key), e.message))?;
         let grace = self.lifecycle.grace_period;
         if !(MIN_GRACE_PERIOD..=MAX_GRACE_PERIOD).contains(&grace) {
             return Err(ConfigError::key(

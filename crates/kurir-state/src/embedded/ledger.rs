@@ -1,0 +1,193 @@
+//! The delivery ledger and idempotency keys.
+//!
+//! An idempotency key is `pending` from its claim until it is completed or released. A
+//! pending claim expires after [`PENDING_CLAIM_TTL`] (or `idempotency_ttl` if shorter), so
+//! a submitter that crashed between claim and completion does not block the key for a day;
+//! a completed key returns its result for `idempotency_ttl`.
+
+use std::time::{Duration, SystemTime};
+
+use kurir_core::{Address, MessageId};
+
+use super::codec::{
+    Tag, corrupt, expiry_key, is_live, ledger_key, payload, put_expiry, tenant_prefix,
+};
+use super::store::{Store, backend};
+use super::{EmbeddedState, INLINE_READS, Inner};
+use crate::Result;
+use crate::error::StateError;
+use crate::model::{Claim, Tenant};
+
+/// How long a claim stays pending without completion or release.
+pub const PENDING_CLAIM_TTL: Duration = Duration::from_secs(300);
+/// The longest idempotency key accepted, in bytes.
+pub const MAX_IDEMPOTENCY_KEY: usize = 256;
+
+const PENDING: u8 = 0;
+const DONE: u8 = 1;
+
+impl EmbeddedState {
+    pub(super) async fn mark(&self, id: MessageId, recipients: &[Address]) -> Result<()> {
+        if recipients.is_empty() {
+            return Ok(());
+        }
+        let keys: Vec<Vec<u8>> = recipients.iter().map(|a| ledger_key(id, a)).collect();
+        self.write(move |inner| {
+            let store = &inner.store;
+            let expires = SystemTime::now() + inner.config.ledger_ttl;
+            let mut value = Vec::new();
+            put_expiry(&mut value, Some(expires));
+            let mut batch = store.db.batch();
+            for key in keys {
+                batch.insert(
+                    &store.expiry,
+                    expiry_key(expires, Tag::Ledger, &key),
+                    &[] as &[u8],
+                );
+                batch.insert(&store.ledger, key, value.clone());
+            }
+            let _writing = store.writing();
+            batch.commit().map_err(backend("marking deliveries"))
+        })
+        .await
+    }
+
+    pub(super) async fn was_delivered(
+        &self,
+        id: MessageId,
+        recipients: &[Address],
+    ) -> Result<Vec<bool>> {
+        if recipients.len() <= INLINE_READS {
+            return delivered(&self.inner.store, id, recipients);
+        }
+        let recipients = recipients.to_vec();
+        self.blocking(move |inner| delivered(&inner.store, id, &recipients))
+            .await
+    }
+
+    pub(super) async fn claim(&self, tenant: &Tenant, key: &str) -> Result<Claim> {
+        let key = self.idempotency_key(tenant, key)?;
+        let (claim, wrote) = self.blocking(move |inner| claim(inner, &key)).await?;
+        if wrote {
+            self.inner.syncer.sync().await?;
+        }
+        Ok(claim)
+    }
+
+    pub(super) async fn complete(&self, tenant: &Tenant, key: &str, result: &[u8]) -> Result<()> {
+        let key = self.idempotency_key(tenant, key)?;
+        let result = result.to_vec();
+        self.write(move |inner| {
+            let store = &inner.store;
+            let _stripe = inner.stripes.lock(&key);
+            if let Some((DONE, _)) = current(store, &key)? {
+                return Ok(()); // the first result stays
+            }
+            let expires = SystemTime::now() + inner.config.idempotency_ttl;
+            put_key(store, key, expires, DONE, &result)
+        })
+        .await
+    }
+
+    pub(super) async fn release(&self, tenant: &Tenant, key: &str) -> Result<()> {
+        let key = self.idempotency_key(tenant, key)?;
+        self.write(move |inner| {
+            let store = &inner.store;
+            let _stripe = inner.stripes.lock(&key);
+            if let Some((PENDING, _)) = current(store, &key)? {
+                let _writing = store.writing();
+                store
+                    .idempotency
+                    .remove(key)
+                    .map_err(backend("releasing a key"))?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    fn idempotency_key(&self, tenant: &Tenant, key: &str) -> Result<Vec<u8>> {
+        self.inner.check_tenant(tenant)?;
+        if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY {
+            return Err(StateError::invalid(
+                "idempotency_key",
+                format!("must be 1-{MAX_IDEMPOTENCY_KEY} bytes"),
+            ));
+        }
+        let mut out = tenant_prefix(b't', tenant);
+        out.extend_from_slice(key.as_bytes());
+        Ok(out)
+    }
+}
+
+fn delivered(store: &Store, id: MessageId, recipients: &[Address]) -> Result<Vec<bool>> {
+    let now = SystemTime::now();
+    recipients
+        .iter()
+        .map(|a| {
+            match store
+                .ledger
+                .get(ledger_key(id, a))
+                .map_err(backend("reading the ledger"))?
+            {
+                Some(value) => is_live(&value, now),
+                None => Ok(false),
+            }
+        })
+        .collect()
+}
+
+/// The claim's answer and whether it wrote (only a new claim does).
+fn claim(inner: &Inner, key: &[u8]) -> Result<(Claim, bool)> {
+    let store = &inner.store;
+    let _stripe = inner.stripes.lock(key);
+    match current(store, key)? {
+        Some((DONE, result)) => Ok((Claim::Done(result), false)),
+        Some(_) => Ok((Claim::Pending, false)),
+        None => {
+            let expires = SystemTime::now() + PENDING_CLAIM_TTL.min(inner.config.idempotency_ttl);
+            put_key(store, key.to_vec(), expires, PENDING, &[])?;
+            Ok((Claim::New, true))
+        }
+    }
+}
+
+/// The live state of a key and its result.
+fn current(store: &Store, key: &[u8]) -> Result<Option<(u8, Vec<u8>)>> {
+    let Some(value) = store
+        .idempotency
+        .get(key)
+        .map_err(backend("reading a key"))?
+    else {
+        return Ok(None);
+    };
+    if !is_live(&value, SystemTime::now())? {
+        return Ok(None);
+    }
+    let (state, result) = payload(&value)
+        .split_first()
+        .ok_or_else(|| corrupt("idempotency entry"))?;
+    Ok(Some((*state, result.to_vec())))
+}
+
+fn put_key(
+    store: &Store,
+    key: Vec<u8>,
+    expires: SystemTime,
+    state: u8,
+    result: &[u8],
+) -> Result<()> {
+    let mut value = Vec::with_capacity(13 + result.len());
+    put_expiry(&mut value, Some(expires));
+    value.push(state);
+    value.extend_from_slice(result);
+    let mut batch = store.db.batch();
+    batch.insert(
+        &store.expiry,
+        expiry_key(expires, Tag::Idempotency, &key),
+        &[] as &[u8],
+    );
+    batch.insert(&store.idempotency, key, value);
+    let _writing = store.writing();
+    batch.commit().map_err(backend("storing a key"))
+}

@@ -1,0 +1,248 @@
+//! The values the state store keeps.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::SystemTime;
+
+use kurir_core::{Address, Domain};
+use serde::{Deserialize, Serialize};
+
+use crate::error::StateError;
+
+/// A tenant: a customer of the platform whose suppression list, idempotency keys and
+/// messages are kept apart from other tenants'. `[a-z0-9_-]`, 1–64 characters.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Tenant(String);
+
+impl Tenant {
+    pub fn new(name: &str) -> Result<Self, StateError> {
+        let ok = (1..=64).contains(&name.len())
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+        if ok {
+            Ok(Self(name.to_owned()))
+        } else {
+            Err(StateError::invalid(
+                "tenant",
+                "must be 1-64 characters of a-z, 0-9, '-' and '_'",
+            ))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for Tenant {
+    type Error = StateError;
+    fn try_from(s: String) -> Result<Self, StateError> {
+        Self::new(&s)
+    }
+}
+
+impl From<Tenant> for String {
+    fn from(t: Tenant) -> String {
+        t.0
+    }
+}
+
+impl fmt::Display for Tenant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Where a suppression applies: one tenant, or every tenant (global).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    Global,
+    Tenant(Tenant),
+}
+
+impl fmt::Display for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Global => f.write_str("global"),
+            Self::Tenant(t) => write!(f, "tenant:{t}"),
+        }
+    }
+}
+
+/// Why an address is suppressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Reason {
+    /// A permanent failure (bad mailbox, bad domain).
+    HardBounce,
+    /// Too many soft bounces within the configured window.
+    SoftBounces,
+    /// The recipient complained (feedback loop).
+    Complaint,
+    /// The recipient unsubscribed.
+    Unsubscribe,
+    /// An operator added it.
+    Manual,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::HardBounce => "hard-bounce",
+            Self::SoftBounces => "soft-bounces",
+            Self::Complaint => "complaint",
+            Self::Unsubscribe => "unsubscribe",
+            Self::Manual => "manual",
+        }
+    }
+}
+
+impl FromStr for Reason {
+    type Err = StateError;
+    fn from_str(s: &str) -> Result<Self, StateError> {
+        [
+            Self::HardBounce,
+            Self::SoftBounces,
+            Self::Complaint,
+            Self::Unsubscribe,
+            Self::Manual,
+        ]
+        .into_iter()
+        .find(|r| r.as_str() == s)
+        .ok_or_else(|| {
+            StateError::invalid(
+                "reason",
+                "must be hard-bounce, soft-bounces, complaint, unsubscribe or manual",
+            )
+        })
+    }
+}
+
+/// One suppression-list entry. The address is in normal form (domain lower-cased A-label,
+/// local part as given), so spellings of one address are one entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Suppression {
+    pub scope: Scope,
+    #[serde(with = "address_serde")]
+    pub address: Address,
+    pub reason: Reason,
+    /// What caused it: an event id, an operator name, an import file.
+    pub source: String,
+    pub created: SystemTime,
+    /// The entry is ignored (and eventually removed) after this time.
+    pub expires: Option<SystemTime>,
+}
+
+impl Suppression {
+    /// Whether the entry is in force at `now`.
+    pub fn is_active(&self, now: SystemTime) -> bool {
+        self.expires.is_none_or(|e| e > now)
+    }
+}
+
+/// A page of a listing; pass `next` back to continue, `None` means the end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next: Option<String>,
+}
+
+/// What recording a bounce did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BounceVerdict {
+    /// Soft bounces of the address within the window, this one included (0 for a hard
+    /// bounce).
+    pub soft_bounces: u32,
+    /// Whether the address is now suppressed because of this bounce.
+    pub suppressed: bool,
+}
+
+/// Per-domain counters for operators.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct DomainCounters {
+    pub delivered: u64,
+    pub deferred: u64,
+    pub bounced: u64,
+}
+
+/// Which per-domain counter to increment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DomainCounter {
+    Delivered,
+    Deferred,
+    Bounced,
+}
+
+/// The state of an idempotency key after [`crate::State::claim_idempotency_key`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// The caller owns the key: it submits, then completes (or releases) the key.
+    New,
+    /// Another request with this key is being processed right now.
+    Pending,
+    /// A request with this key finished: this is its recorded result.
+    Done(Vec<u8>),
+}
+
+/// What happened to a message, for tracking.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TrackKind {
+    Accepted,
+    Delivered,
+    Deferred,
+    Bounced,
+    Expired,
+    Suppressed,
+}
+
+/// One line of a message's history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrackEntry {
+    pub at: SystemTime,
+    pub kind: TrackKind,
+    /// The recipient concerned (`None` for the whole message, e.g. accepted).
+    pub recipient: Option<String>,
+    /// The remote reply, the MX host, or other detail; bounded in length by the store.
+    pub detail: String,
+}
+
+/// A paused domain: delivery nodes do not attempt it until it is resumed or `until` passes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DomainPause {
+    #[serde(with = "domain_serde")]
+    pub domain: Domain,
+    pub until: Option<SystemTime>,
+    pub reason: String,
+}
+
+mod address_serde {
+    use kurir_core::Address;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(a: &Address, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(a)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Address, D::Error> {
+        let text = String::deserialize(d)?;
+        Address::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+mod domain_serde {
+    use kurir_core::Domain;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(d: &Domain, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(d)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Domain, D::Error> {
+        let text = String::deserialize(d)?;
+        Domain::parse(&text).map_err(serde::de::Error::custom)
+    }
+}

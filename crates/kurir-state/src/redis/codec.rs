@@ -1,0 +1,181 @@
+//! How values are written into Redis strings.
+//!
+//! Suppression entries and pauses use a tab-separated text form rather than JSON: it is
+//! short (a million entries fit in little memory), readable in `redis-cli`, and parsable by
+//! the Lua scripts. The free text comes last, so a tab inside it needs no escaping.
+//! Times are kept in nanoseconds since the epoch so a value reads back exactly as written.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use kurir_core::{Address, Domain};
+
+use crate::error::StateError;
+use crate::model::{DomainPause, Reason, Scope, Suppression, TrackEntry};
+
+/// Free text (a suppression's source, a pause's reason, a history entry's detail) is cut
+/// to this many bytes.
+pub(super) const MAX_TEXT_BYTES: usize = 1024;
+
+/// `s` cut to at most `max` bytes, at a character boundary.
+pub(super) fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// Nanoseconds since the epoch; a time before it is invalid input.
+pub(super) fn nanos(t: SystemTime, field: &'static str) -> Result<u64, StateError> {
+    let d = t
+        .duration_since(UNIX_EPOCH)
+        .map_err(|_| StateError::invalid(field, "is before 1970"))?;
+    u64::try_from(d.as_nanos()).map_err(|_| StateError::invalid(field, "is too far in the future"))
+}
+
+/// Milliseconds since the epoch, rounded up: an expiry index scored this way never
+/// removes an entry before it has expired.
+pub(super) fn millis_ceil(t: SystemTime, field: &'static str) -> Result<u64, StateError> {
+    Ok(nanos(t, field)?.div_ceil(1_000_000))
+}
+
+pub(super) fn now_millis() -> u64 {
+    let d = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+pub(super) fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
+fn time(nanos: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_nanos(nanos)
+}
+
+fn corrupt(what: &str, value: &str) -> StateError {
+    StateError::Corrupt(format!("redis: bad {what} {value:?}"))
+}
+
+/// `reason \t created_ns \t expires_ns-or-empty \t source`.
+pub(super) fn encode_entry(s: &Suppression) -> Result<String, StateError> {
+    let created = nanos(s.created, "created")?;
+    let expires = s
+        .expires
+        .map(|e| nanos(e, "expires"))
+        .transpose()?
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    let source = truncate(&s.source, MAX_TEXT_BYTES);
+    Ok(format!(
+        "{}\t{created}\t{expires}\t{source}",
+        s.reason.as_str()
+    ))
+}
+
+pub(super) fn decode_entry(
+    scope: &Scope,
+    address: &Address,
+    value: &str,
+) -> Result<Suppression, StateError> {
+    let mut parts = value.splitn(4, '\t');
+    let mut next = || {
+        parts
+            .next()
+            .ok_or_else(|| corrupt("suppression entry", value))
+    };
+    let reason: Reason = next()?
+        .parse()
+        .map_err(|_| corrupt("suppression entry", value))?;
+    let created = next()?
+        .parse()
+        .map_err(|_| corrupt("suppression entry", value))?;
+    let expires = match next()? {
+        "" => None,
+        e => Some(time(
+            e.parse().map_err(|_| corrupt("suppression entry", value))?,
+        )),
+    };
+    let source = next()?.to_owned();
+    Ok(Suppression {
+        scope: scope.clone(),
+        address: address.clone(),
+        reason,
+        source,
+        created: time(created),
+        expires,
+    })
+}
+
+/// `until_ns-or-empty \t reason`.
+pub(super) fn encode_pause(p: &DomainPause) -> Result<String, StateError> {
+    let until = p
+        .until
+        .map(|u| nanos(u, "until"))
+        .transpose()?
+        .map(|u| u.to_string())
+        .unwrap_or_default();
+    Ok(format!("{until}\t{}", truncate(&p.reason, MAX_TEXT_BYTES)))
+}
+
+pub(super) fn decode_pause(domain: &str, value: &str) -> Result<DomainPause, StateError> {
+    let domain = Domain::parse(domain).map_err(|_| corrupt("paused domain", domain))?;
+    let (until, reason) = value
+        .split_once('\t')
+        .ok_or_else(|| corrupt("pause", value))?;
+    let until = match until {
+        "" => None,
+        u => Some(time(u.parse().map_err(|_| corrupt("pause", value))?)),
+    };
+    Ok(DomainPause {
+        domain,
+        until,
+        reason: reason.to_owned(),
+    })
+}
+
+/// JSON, with the detail cut to [`MAX_TEXT_BYTES`].
+pub(super) fn encode_track(entry: &TrackEntry) -> Result<String, StateError> {
+    nanos(entry.at, "at")?;
+    let mut entry = entry.clone();
+    entry.detail = truncate(&entry.detail, MAX_TEXT_BYTES).to_owned();
+    serde_json::to_string(&entry)
+        .map_err(|e| StateError::Corrupt(format!("encode history entry: {e}")))
+}
+
+pub(super) fn decode_track(value: &str) -> Result<TrackEntry, StateError> {
+    serde_json::from_str(value).map_err(|_| corrupt("history entry", value))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn truncate_keeps_char_boundaries() {
+        assert_eq!(truncate("abc", 10), "abc");
+        assert_eq!(truncate("aé", 2), "a");
+        assert_eq!(
+            truncate(&"x".repeat(5000), MAX_TEXT_BYTES).len(),
+            MAX_TEXT_BYTES
+        );
+    }
+
+    #[test]
+    fn entries_round_trip_exactly() {
+        let s = Suppression {
+            scope: Scope::Global,
+            address: Address::parse("a@example.test").unwrap(),
+            reason: Reason::Complaint,
+            source: "fbl\twith tab".into(),
+            created: SystemTime::now(),
+            expires: Some(SystemTime::now() + Duration::from_secs(60)),
+        };
+        let encoded = encode_entry(&s).unwrap();
+        assert_eq!(decode_entry(&s.scope, &s.address, &encoded).unwrap(), s);
+    }
+}

@@ -1,0 +1,148 @@
+//! Per-message and per-submission records: the delivery ledger (a set per message),
+//! idempotency keys (a string per key, claimed with `SET NX`) and message tracking (a capped
+//! list per message).
+
+use std::time::Duration;
+
+use kurir_core::{Address, MessageId};
+
+use super::RedisState;
+use super::codec::{decode_track, encode_track, ms};
+use super::scripts::{RELEASE_CLAIM, TRACK};
+use crate::Result;
+use crate::error::StateError;
+use crate::model::{Claim, Tenant, TrackEntry};
+
+/// The longest idempotency key accepted, in bytes.
+pub(super) const MAX_IDEMPOTENCY_KEY: usize = 256;
+/// How long a pending claim outlives a submission that died without completing or
+/// releasing it (at most `idempotency_ttl`); a retry after that claims the key afresh.
+pub(super) const PENDING_CLAIM_TTL: Duration = Duration::from_secs(300);
+
+const PENDING: &[u8] = b"P";
+const DONE: u8 = b'D';
+
+fn check_key(key: &str) -> Result<()> {
+    if key.is_empty() {
+        return Err(StateError::invalid("idempotency_key", "must not be empty"));
+    }
+    if key.len() > MAX_IDEMPOTENCY_KEY {
+        return Err(StateError::invalid(
+            "idempotency_key",
+            format!("must be at most {MAX_IDEMPOTENCY_KEY} bytes"),
+        ));
+    }
+    Ok(())
+}
+
+impl RedisState {
+    pub(super) async fn ledger_add(&self, id: MessageId, recipients: &[Address]) -> Result<()> {
+        if recipients.is_empty() {
+            return Ok(());
+        }
+        let key = self.keys().ledger(id);
+        let names: Vec<String> = recipients.iter().map(ToString::to_string).collect();
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        pipe.cmd("SADD").arg(&key).arg(&names).ignore();
+        pipe.cmd("PEXPIRE")
+            .arg(&key)
+            .arg(ms(self.config().ledger_ttl))
+            .ignore();
+        let mut conn = self.conn();
+        self.run("mark delivered", pipe.query_async::<()>(&mut conn))
+            .await
+    }
+
+    pub(super) async fn ledger_check(
+        &self,
+        id: MessageId,
+        recipients: &[Address],
+    ) -> Result<Vec<bool>> {
+        if recipients.is_empty() {
+            return Ok(Vec::new());
+        }
+        let names: Vec<String> = recipients.iter().map(ToString::to_string).collect();
+        let mut cmd = redis::cmd("SMISMEMBER");
+        cmd.arg(self.keys().ledger(id)).arg(&names);
+        let mut conn = self.conn();
+        self.run("delivered", cmd.query_async(&mut conn)).await
+    }
+
+    pub(super) async fn claim(&self, tenant: &Tenant, key: &str) -> Result<Claim> {
+        self.check_tenant(tenant)?;
+        check_key(key)?;
+        let pending_ttl = PENDING_CLAIM_TTL.min(self.config().idempotency_ttl);
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(self.keys().idempotency(tenant, key))
+            .arg(PENDING)
+            .arg("NX")
+            .arg("PX")
+            .arg(ms(pending_ttl))
+            .arg("GET");
+        let mut conn = self.conn();
+        let before: Option<Vec<u8>> = self
+            .run("claim idempotency key", cmd.query_async(&mut conn))
+            .await?;
+        match before.as_deref() {
+            None => Ok(Claim::New),
+            Some(PENDING) => Ok(Claim::Pending),
+            Some([DONE, result @ ..]) => Ok(Claim::Done(result.to_vec())),
+            Some(other) => Err(StateError::Corrupt(format!(
+                "redis: idempotency key value {:?}",
+                String::from_utf8_lossy(other)
+            ))),
+        }
+    }
+
+    pub(super) async fn complete(&self, tenant: &Tenant, key: &str, result: &[u8]) -> Result<()> {
+        self.check_tenant(tenant)?;
+        check_key(key)?;
+        let mut value = Vec::with_capacity(result.len() + 1);
+        value.push(DONE);
+        value.extend_from_slice(result);
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(self.keys().idempotency(tenant, key))
+            .arg(value)
+            .arg("PX")
+            .arg(ms(self.config().idempotency_ttl));
+        let mut conn = self.conn();
+        self.run("complete idempotency key", cmd.query_async::<()>(&mut conn))
+            .await
+    }
+
+    pub(super) async fn release(&self, tenant: &Tenant, key: &str) -> Result<()> {
+        self.check_tenant(tenant)?;
+        check_key(key)?;
+        let mut inv = RELEASE_CLAIM.prepare_invoke();
+        inv.key(self.keys().idempotency(tenant, key));
+        let mut conn = self.conn();
+        self.run(
+            "release idempotency key",
+            inv.invoke_async::<i64>(&mut conn),
+        )
+        .await
+        .map(drop)
+    }
+
+    pub(super) async fn append_history(&self, id: MessageId, entry: &TrackEntry) -> Result<()> {
+        let config = self.config();
+        let mut inv = TRACK.prepare_invoke();
+        inv.key(self.keys().tracking(id))
+            .arg(encode_track(entry)?)
+            .arg(config.tracking_max_entries)
+            .arg(ms(config.tracking_ttl));
+        let mut conn = self.conn();
+        self.run("track", inv.invoke_async::<i64>(&mut conn))
+            .await
+            .map(drop)
+    }
+
+    pub(super) async fn read_history(&self, id: MessageId) -> Result<Vec<TrackEntry>> {
+        let mut cmd = redis::cmd("LRANGE");
+        cmd.arg(self.keys().tracking(id)).arg(0).arg(-1);
+        let mut conn = self.conn();
+        let raw: Vec<String> = self.run("history", cmd.query_async(&mut conn)).await?;
+        raw.iter().map(|v| decode_track(v)).collect()
+    }
+}

@@ -5,8 +5,9 @@
 #   scripts/test.sh            # everything (what CI runs)
 #   KURIR_SKIP_LINT=1 scripts/test.sh -p kurir-core   # extra args go to the test runner
 #
-# Installs (only when missing): redis-server and python3 (apt-get), the Kafka-API test
-# broker Tansu (cargo install, pinned). Tests only ever talk to loopback.
+# Installs (only when missing): redis-server, python3 and swaks with its TLS modules
+# (apt-get), the Kafka-API test broker Tansu (cargo install, pinned). Tests only ever talk
+# to loopback.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,6 +20,7 @@ install_apt_packages() {
   local missing=()
   command -v redis-server >/dev/null || missing+=(redis-server)
   command -v python3 >/dev/null || missing+=(python3)
+  command -v swaks >/dev/null || missing+=(swaks libnet-ssleay-perl)
   ((${#missing[@]})) || return 0
   log "installing ${missing[*]} with apt-get"
   local sudo=""

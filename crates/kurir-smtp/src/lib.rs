@@ -1,6 +1,27 @@
 //! SMTP without IO, shared by the submission server, the delivery client and the fuzzers.
 //!
+//! The command grammar comes from Stalwart's `smtp-proto` (a well-kept parser used in
+//! production by Stalwart Mail Server, fuzzed upstream); this crate turns its output into
+//! kurir's validated types (`kurir_core::Address`, `Envelope` parameters) and adds what a
+//! hardened server needs around it: bounded line reading, replies with enhanced status
+//! codes, and DATA/BDAT readers that enforce size limits and refuse smuggling attempts.
+//!
 //! # Layout
-//! Not built yet: the command parser, reply builder, DATA/BDAT readers and the client codec
-//! arrive with the SMTP submission issue (#5). The crate exists now so that its boundary is
-//! fixed: it depends on `kurir-core` only and never on a socket or a runtime.
+//! - [`line`](mod@line): [`LineReader`], CRLF-terminated command lines from a byte stream, bounded.
+//! - [`command`]: [`Command`] and [`parse_command`]: the verb grammar from `smtp-proto`.
+//! - `params`: MAIL/RCPT paths and ESMTP parameters, checked beyond `smtp-proto`
+//!   (allow-list, duplicates, strict xtext, mailboxes validated by kurir-core).
+//! - [`reply`]: [`Reply`], single- and multi-line replies with enhanced status codes.
+//! - [`data`]: [`DataReader`] (DATA: dot-unstuffing, end only on `CRLF.CRLF`, bare CR/LF
+//!   refused) and [`BdatReader`] (CHUNKING).
+
+pub mod command;
+pub mod data;
+pub mod line;
+mod params;
+pub mod reply;
+
+pub use command::{AuthMechanism, Command, CommandError, MailParams, RcptParams, parse_command};
+pub use data::{BdatReader, DataError, DataProgress, DataReader};
+pub use line::{LineError, LineReader};
+pub use reply::Reply;

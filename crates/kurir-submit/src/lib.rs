@@ -1,5 +1,10 @@
-//! The submission role: SMTP (`smtp/`, one file per verb) and gRPC (`grpc/`) listeners that
-//! validate, normalise, DKIM-sign (`dkim.rs`) and publish (`publish.rs`) mail to the queue.
+//! The submission role: SMTP (`smtp/`, one file per verb) and gRPC (`grpc/`, later) listeners
+//! that validate and publish mail to the queue through one path ([`publish`]).
 //!
 //! # Layout
-//! Not built yet: arrives with the SMTP submission issue (#5) and the gRPC issue (#7).
+//! - [`publish`]: [`publish::Publisher`], the one path from an accepted message to the
+//!   queue (normalise, split by routing key, publish, acknowledge).
+//! - [`smtp`]: the SMTP server: listeners, TLS, sessions, policy and limits.
+
+pub mod publish;
+pub mod smtp;

@@ -29,11 +29,9 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run a node.
-    ///
-    /// The submission and delivery roles are not built yet: today `serve` runs the
-    /// plumbing they will share (the /metrics, /healthz, /readyz endpoint, signal handling
-    /// and the bounded drain) and logs which roles it would run.
+    /// Run a node: the SMTP submission server on the configured queue and state (embedded
+    /// by default), the /metrics, /healthz, /readyz endpoint, and a bounded drain on
+    /// SIGTERM/SIGINT. The delivery role is not built yet: accepted mail stays queued.
     Serve(ServeArgs),
     /// Check or print the configuration.
     #[command(subcommand)]
@@ -62,7 +60,7 @@ pub struct ServeArgs {
     /// `KURIR__SECTION__KEY` environment variables override single keys.
     #[arg(long, short, value_name = "FILE", env = "KURIR_CONFIG")]
     pub config: Option<PathBuf>,
-    /// The roles to run, comma-separated or repeated (not built yet; see above).
+    /// The roles to run, comma-separated or repeated (deliver is not built yet).
     #[arg(
         long = "role",
         value_enum,

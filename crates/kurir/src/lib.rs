@@ -8,12 +8,15 @@
 //! - [`admin`]: operator commands against the configured backends.
 //! - [`config`]: the [`config::Config`] file: sections, defaults, `KURIR__…` environment
 //!   overrides, validation.
+//! - [`roles`]: the roles `kurir serve` runs on the configured backends (today: SMTP
+//!   submission).
 //! - [`serve`]: `kurir serve`: telemetry endpoint, signals, readiness, the bounded drain.
 //! - [`EXAMPLE_CONFIG`]: `docs/kurir.example.toml`, printed by `kurir config example`.
 
 pub mod admin;
 pub mod cli;
 pub mod config;
+pub mod roles;
 pub mod serve;
 
 /// The documented example configuration (`docs/kurir.example.toml`), compiled in so

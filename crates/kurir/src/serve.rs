@@ -30,7 +30,7 @@ pub const HTTP_LISTENING: &str = "http listening on ";
 /// A role `--role` can name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Role {
-    /// SMTP and gRPC submission (not built yet).
+    /// SMTP submission (gRPC arrives later).
     Submit,
     /// Delivery to recipients' MX hosts (not built yet).
     Deliver,
@@ -86,27 +86,24 @@ pub async fn run(config: Config, roles: RoleSet) -> anyhow::Result<ExitCode> {
         roles: roles.to_string(),
     };
     let metrics = Arc::new(Metrics::new(build, &lifecycle));
-    let endpoint = HttpEndpoint::start(&config.http, metrics, &lifecycle).await?;
-    announce(&config, roles, endpoint.addr);
+    let endpoint = HttpEndpoint::start(&config.http, metrics.clone(), &lifecycle).await?;
+    announce(endpoint.addr);
+    let running = crate::roles::start(&config, roles, &lifecycle, &metrics).await?;
     lifecycle.set_ready(true);
-    tracing::info!(node = %config.node.id, "ready");
+    tracing::info!(node = %config.node.id, %roles, "ready");
 
     let signal = signals.recv().await;
     tracing::info!(%signal, "shutting down");
     let code = shut_down(&lifecycle, &mut signals, config.lifecycle.grace_period).await;
+    running.stop().await;
     endpoint.stop().await;
     tracing::info!("exiting");
     Ok(code)
 }
 
-fn announce(config: &Config, roles: RoleSet, addr: SocketAddr) {
+fn announce(addr: SocketAddr) {
     println!("{HTTP_LISTENING}{addr}");
     tracing::info!(%addr, "http listening");
-    tracing::warn!(
-        node = %config.node.id,
-        %roles,
-        "the submit and deliver roles are not built yet; serving telemetry and lifecycle only"
-    );
 }
 
 /// Readiness false, shutdown to every task, then the drain; a second signal cuts it short.

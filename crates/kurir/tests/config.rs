@@ -55,8 +55,8 @@ fn errors_name_the_key() {
             "config error at http.listn: unknown field `listn`",
         ),
         (
-            "[smtp]\nport = 25",
-            "config error at smtp: unknown field `smtp`",
+            "[pop3]\nport = 110",
+            "config error at pop3: unknown field `pop3`",
         ),
         (
             "[lifecycle]\ngrace_period = 5",
@@ -131,8 +131,8 @@ fn bad_overrides_name_the_variable() {
             "KURIR__HTTP__LISTN: http.listn: unknown field `listn`",
         ),
         (
-            ("KURIR__SMTP__PORT", "25"),
-            "KURIR__SMTP__PORT: smtp.port: unknown field `smtp`",
+            ("KURIR__POP3__PORT", "110"),
+            "KURIR__POP3__PORT: pop3.port: unknown field `pop3`",
         ),
         (
             ("KURIR__LIFECYCLE__GRACE_PERIOD", "0s"),

@@ -39,19 +39,40 @@ fn write_config(dir: &Path, text: &str) -> std::path::PathBuf {
     path
 }
 
-/// Waits for the `http listening on ADDR` line on the child's stdout.
-fn listening_addr(child: &mut Child) -> SocketAddr {
+/// The child's stdout lines, as they come.
+fn stdout_lines(child: &mut Child) -> mpsc::Receiver<String> {
     let stdout = child.stdout.take().expect("piped stdout");
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(addr) = line.strip_prefix("http listening on ") {
-                let _ = tx.send(addr.parse::<SocketAddr>().expect("address"));
-            }
+            let _ = tx.send(line);
         }
     });
-    rx.recv_timeout(TIMEOUT)
-        .expect("the binary prints its http address")
+    rx
+}
+
+/// Waits for the stdout line `<prefix>ADDR` and returns the address.
+fn announced(lines: &mpsc::Receiver<String>, prefix: &str) -> SocketAddr {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = lines
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("no `{prefix}` line"));
+        if let Some(addr) = line.strip_prefix(prefix) {
+            return addr.parse().expect("address");
+        }
+    }
+}
+
+/// A config for `serve` on free ports with its data in `dir`.
+fn serve_config(dir: &Path, extra: &str) -> std::path::PathBuf {
+    let text = format!(
+        "[node]\ndata_dir = \"{}\"\n[http]\nlisten = \"127.0.0.1:0\"\n[lifecycle]\ngrace_period = \"5s\"\n\
+         [smtp]\nlisteners = [{{ address = \"127.0.0.1:0\", mode = \"plain\" }}]\n{extra}",
+        dir.join("data").display()
+    );
+    write_config(dir, &text)
 }
 
 /// Status code of `GET path`, or `None` if the endpoint is not answering.
@@ -87,10 +108,7 @@ fn wait_for_exit(child: &mut Child) -> std::process::ExitStatus {
 #[test]
 fn serve_becomes_ready_and_exits_cleanly_on_sigterm() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let config = write_config(
-        dir.path(),
-        "[http]\nlisten = \"127.0.0.1:0\"\n[lifecycle]\ngrace_period = \"5s\"\n",
-    );
+    let config = serve_config(dir.path(), "");
     let child = kurir()
         .args(["serve", "--role", "submit,deliver", "--config"])
         .arg(&config)
@@ -100,7 +118,8 @@ fn serve_becomes_ready_and_exits_cleanly_on_sigterm() {
         .spawn()
         .expect("spawn kurir");
     let mut running = Running(child);
-    let addr = listening_addr(&mut running.0);
+    let lines = stdout_lines(&mut running.0);
+    let addr = announced(&lines, "http listening on ");
 
     wait_until("/healthz 200", || get(addr, "/healthz") == Some(200));
     wait_until("/readyz 200", || get(addr, "/readyz") == Some(200));
@@ -214,4 +233,126 @@ fn config_example_prints_the_documented_file() {
     assert!(output.status.success());
     let documented = include_str!("../../../docs/kurir.example.toml");
     assert_eq!(String::from_utf8_lossy(&output.stdout), documented);
+}
+
+/// Sends one message with Python's smtplib; returns the final reply to DATA.
+fn send_with_smtplib(port: u16) -> String {
+    let script = format!(
+        r#"
+import smtplib
+s = smtplib.SMTP("127.0.0.1", {port}, timeout=10)
+s.ehlo("client.test")
+s.mail("sender@sender.test")
+for rcpt in ("a@one.test", "b@two.test"):
+    code, _ = s.rcpt(rcpt)
+    assert code == 250, code
+code, reply = s.data(b"Subject: e2e\r\nFrom: sender@sender.test\r\n\r\nhello through kurir\r\n")
+print(code, reply.decode())
+s.quit()
+"#
+    );
+    let out = Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
+/// Every record in the embedded queue's mail topic, decoded.
+fn queued_messages(data_dir: &Path, expected: usize) -> Vec<kurir_proto::Queued> {
+    use kurir_queue::{PartitionEvent, Queue};
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        let config = kurir_queue::QueueConfig::default();
+        let queue = kurir_queue::embedded::EmbeddedQueue::open(&data_dir.join("queue"), &config)
+            .expect("the queue reopens after kurir exited");
+        let mut subscription = queue
+            .subscribe("check", &["kurir.mail".to_owned()])
+            .await
+            .expect("subscribe");
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        for _ in 0..config.partitions {
+            let Some(PartitionEvent::Assigned(mut stream)) = subscription.next_event().await else {
+                panic!("assignment")
+            };
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                while let Some(record) = stream.next().await {
+                    let _ = tx
+                        .send(kurir_proto::Queued::decode(record.value.clone()).expect("decodes"));
+                    record.ack.done();
+                }
+            });
+        }
+        let mut out = Vec::new();
+        while out.len() < expected {
+            out.push(
+                tokio::time::timeout(TIMEOUT, rx.recv())
+                    .await
+                    .expect("records")
+                    .expect("open"),
+            );
+        }
+        subscription.close().await;
+        queue.close().await;
+        out
+    })
+}
+
+#[test]
+fn serve_accepts_mail_over_smtp_and_queues_it_durably() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let child = kurir()
+        .args(["serve", "--config"])
+        .arg(serve_config(dir.path(), ""))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn kurir");
+    let mut running = Running(child);
+    let lines = stdout_lines(&mut running.0);
+    let http = announced(&lines, "http listening on ");
+    let smtp = announced(&lines, "smtp listening on ");
+    wait_until("/readyz 200", || get(http, "/readyz") == Some(200));
+
+    let reply = send_with_smtplib(smtp.port());
+    let id = reply.trim().rsplit(' ').next().expect("an id").to_owned();
+    assert!(
+        reply.starts_with("250 ") && reply.contains("queued as"),
+        "{reply}"
+    );
+
+    let kill = Command::new("kill")
+        .args(["-TERM", &running.0.id().to_string()])
+        .status();
+    assert!(kill.expect("run kill").success());
+    assert!(wait_for_exit(&mut running.0).success());
+
+    // One record per recipient domain, both durable after the drain and restart.
+    let mut queued = queued_messages(&dir.path().join("data"), 2);
+    queued.sort_by_key(|q| q.routing_key.to_string());
+    let keys: Vec<String> = queued.iter().map(|q| q.routing_key.to_string()).collect();
+    assert_eq!(keys, ["one.test", "two.test"]);
+    for q in &queued {
+        assert_eq!(q.id.to_string(), id);
+        assert_eq!(
+            q.envelope
+                .sender
+                .as_ref()
+                .map(ToString::to_string)
+                .as_deref(),
+            Some("sender@sender.test")
+        );
+        let body = String::from_utf8_lossy(&q.body);
+        assert!(body.starts_with("Received: from client.test"), "{body}");
+        assert!(
+            body.contains("Message-ID: <") && body.ends_with("hello through kurir\r\n"),
+            "{body}"
+        );
+    }
 }

@@ -39,11 +39,13 @@ impl Config {
                 message: e.to_string().trim_end().to_owned(),
             })?;
         let overrides = env::apply(&mut table, env)?;
-        let config: Self = serde_path_to_error::deserialize(Value::Table(table)).map_err(|e| {
-            let key = e.path().to_string();
-            let message = e.into_inner().message().trim_end().to_owned();
-            blame_env(ConfigError::key(key, message), &overrides)
-        })?;
+        let mut config: Self =
+            serde_path_to_error::deserialize(Value::Table(table)).map_err(|e| {
+                let key = e.path().to_string();
+                let message = e.into_inner().message().trim_end().to_owned();
+                blame_env(ConfigError::key(key, message), &overrides)
+            })?;
+        config.derive_settings();
         config.validate().map_err(|e| blame_env(e, &overrides))?;
         Ok(config)
     }

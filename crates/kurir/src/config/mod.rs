@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use kurir_queue::QueueConfig;
 use kurir_state::StateConfig;
+use kurir_submit::smtp::SmtpConfig;
 use kurir_telemetry::{HttpConfig, LogConfig};
 use serde::{Deserialize, Serialize};
 
@@ -37,6 +38,8 @@ pub struct Config {
     /// `[state]`: suppression, bounce memory, ledger, idempotency, tracking, domain pauses
     /// (embedded or Redis).
     pub state: StateConfig,
+    /// `[smtp]`: the SMTP submission server.
+    pub smtp: SmtpConfig,
 }
 
 impl Config {

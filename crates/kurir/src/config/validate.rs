@@ -33,6 +33,10 @@ impl Config {
         self.state
             .validate()
             .map_err(|e| ConfigError::key(format!("state.{}", e.key), e.message))?;
+        self.smtp
+            .validate()
+            .map_err(|e| ConfigError::key(format!("smtp.{}", e.key), e.message))?;
+        self.validate_across_sections()?;
         let grace = self.lifecycle.grace_period;
         if !(MIN_GRACE_PERIOD..=MAX_GRACE_PERIOD).contains(&grace) {
             return Err(ConfigError::key(
@@ -44,6 +48,72 @@ impl Config {
                     humantime::format_duration(MAX_GRACE_PERIOD),
                 ),
             ));
+        }
+        Ok(())
+    }
+}
+
+/// librdkafka's default `message.max.bytes`.
+const KAFKA_DEFAULT_MAX_MESSAGE: usize = 1_000_000;
+/// Room for the record's envelope and headers around the message body.
+const RECORD_OVERHEAD: usize = 64 * 1024;
+
+impl Config {
+    /// Settings that follow from others unless the operator set them: the Kafka producer's
+    /// `message.max.bytes` is made large enough for the largest message SMTP accepts (the
+    /// broker's and topics' limits must allow it too; see docs/configuration.md).
+    pub fn derive_settings(&mut self) {
+        if self.queue.backend == kurir_queue::config::Backend::Kafka {
+            let needed = self.smtp.limits.max_message_size + RECORD_OVERHEAD;
+            self.queue
+                .kafka
+                .properties
+                .entry("message.max.bytes".to_owned())
+                .or_insert_with(|| needed.max(KAFKA_DEFAULT_MAX_MESSAGE).to_string());
+        }
+    }
+
+    /// Checks between sections: tenants SMTP assigns must exist, and with Kafka the largest
+    /// message SMTP accepts must fit a Kafka record.
+    fn validate_across_sections(&self) -> Result<(), ConfigError> {
+        let known = |t: &str| self.state.tenants.iter().any(|k| k == t);
+        if !known(&self.smtp.default_tenant) {
+            return Err(ConfigError::key(
+                "smtp.default_tenant",
+                "is not one of state.tenants",
+            ));
+        }
+        if let Some((i, user)) = self
+            .smtp
+            .auth
+            .users
+            .iter()
+            .enumerate()
+            .find(|(_, u)| !known(&u.tenant))
+        {
+            return Err(ConfigError::key(
+                format!("smtp.auth.users[{i}].tenant"),
+                format!("{:?} is not one of state.tenants", user.tenant),
+            ));
+        }
+        if self.queue.backend == kurir_queue::config::Backend::Kafka {
+            let limit = self
+                .queue
+                .kafka
+                .properties
+                .get("message.max.bytes")
+                .and_then(|v| v.parse::<usize>().ok())
+                .unwrap_or(KAFKA_DEFAULT_MAX_MESSAGE);
+            if self.smtp.limits.max_message_size + RECORD_OVERHEAD > limit {
+                return Err(ConfigError::key(
+                    "smtp.limits.max_message_size",
+                    format!(
+                        "{} bytes plus record overhead does not fit the Kafka producer's message.max.bytes ({limit}): \
+                         set queue.kafka.properties.\"message.max.bytes\" (and the broker's limits) or lower this",
+                        self.smtp.limits.max_message_size
+                    ),
+                ));
+            }
         }
         Ok(())
     }

@@ -137,6 +137,28 @@ pub struct Suppression {
 }
 
 impl Suppression {
+    /// The entry a bounce of `class` suppresses `address` with, in the tenant's scope: a hard
+    /// bounce at once, soft bounces once they reach the threshold. Both backends use it.
+    pub fn for_bounce(
+        tenant: &Tenant,
+        address: &Address,
+        class: kurir_core::BounceClass,
+        source: &str,
+    ) -> Self {
+        Self {
+            scope: Scope::Tenant(tenant.clone()),
+            address: address.clone(),
+            reason: if class.is_hard() {
+                Reason::HardBounce
+            } else {
+                Reason::SoftBounces
+            },
+            source: source.to_owned(),
+            created: SystemTime::now(),
+            expires: None,
+        }
+    }
+
     /// Whether the entry is in force at `now`.
     pub fn is_active(&self, now: SystemTime) -> bool {
         self.expires.is_none_or(|e| e > now)

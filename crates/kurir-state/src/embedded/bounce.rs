@@ -16,9 +16,7 @@ use super::codec::{
 use super::store::{Store, backend};
 use super::{EmbeddedState, Inner};
 use crate::Result;
-use crate::model::{
-    BounceVerdict, DomainCounter, DomainCounters, Reason, Scope, Suppression, Tenant,
-};
+use crate::model::{BounceVerdict, DomainCounter, DomainCounters, Suppression, Tenant};
 
 impl EmbeddedState {
     pub(super) async fn bounce(
@@ -29,18 +27,7 @@ impl EmbeddedState {
         source: &str,
     ) -> Result<BounceVerdict> {
         self.inner.check_tenant(tenant)?;
-        let entry = Suppression {
-            scope: Scope::Tenant(tenant.clone()),
-            address: address.clone(),
-            reason: if class.is_hard() {
-                Reason::HardBounce
-            } else {
-                Reason::SoftBounces
-            },
-            source: source.to_owned(),
-            created: SystemTime::now(),
-            expires: None,
-        };
+        let entry = Suppression::for_bounce(tenant, address, class, source);
         if class.is_hard() {
             self.write(move |inner| store_suppression(inner, &entry))
                 .await?;

@@ -15,9 +15,7 @@ use super::RedisState;
 use super::codec::{encode_entry, ms, now_millis};
 use super::scripts::RECORD_BOUNCE;
 use crate::Result;
-use crate::model::{
-    BounceVerdict, DomainCounter, DomainCounters, Reason, Scope, Suppression, Tenant,
-};
+use crate::model::{BounceVerdict, DomainCounter, DomainCounters, Suppression, Tenant};
 
 /// Makes each soft bounce a distinct member of the window's sorted set, even when two
 /// arrive within the same millisecond (from this process or another).
@@ -41,20 +39,9 @@ impl RedisState {
         source: &str,
     ) -> Result<BounceVerdict> {
         self.check_tenant(tenant)?;
-        let scope = Scope::Tenant(tenant.clone());
         let hard = class.is_hard();
-        let entry = Suppression {
-            scope: scope.clone(),
-            address: address.clone(),
-            reason: if hard {
-                Reason::HardBounce
-            } else {
-                Reason::SoftBounces
-            },
-            source: source.to_owned(),
-            created: SystemTime::now(),
-            expires: None,
-        };
+        let entry = Suppression::for_bounce(tenant, address, class, source);
+        let scope = entry.scope.clone();
         let keys = self.keys().scope(&scope);
         let config = self.config();
         let now = now_millis();

@@ -34,10 +34,11 @@ sink_user=(); [ "$(id -u)" -eq 0 ] && sink_user=(-u nobody)
 smtp-sink "${sink_user[@]}" -c "127.0.0.1:$SINK_PORT" 2000 >/dev/null 2>&1 &
 wait_port "$SINK_PORT"
 
-start_kurir() { # prints the SMTP port
+start_kurir() { # NAME [EXTRA-TOML]: prints the SMTP port
   local port dir="$WORK/kurir-$1"
   port=$(free_port); mkdir -p "$dir"
   cat > "$dir/kurir.toml" <<TOML
+${2:-}
 [node]
 data_dir = "$dir/data"
 [log]
@@ -72,6 +73,29 @@ for size in 2048 102400; do
     echo "| $((size / 1024)) KB | $sessions | $n | $ceiling | $kurir | $(python3 -c "print(f'{$kurir/$ceiling:.0%}')") |"
   done
 done
+
+# Kafka-backed submission: the same load with the queue on the Tansu test broker (in-memory,
+# on this machine), when tansu is installed (scripts/test.sh installs it).
+if command -v tansu >/dev/null; then
+  TANSU_PORT=$(free_port)
+  (cd "$WORK" && RUST_LOG=warn tansu broker --storage-engine memory://tansu/ \
+    --listener-url "tcp://127.0.0.1:$TANSU_PORT" --advertised-listener-url "tcp://127.0.0.1:$TANSU_PORT" \
+    >/dev/null 2>&1 &)
+  wait_port "$TANSU_PORT"
+  kafka_toml=$(printf '[queue]\nbackend = "kafka"\n[queue.kafka]\nbrokers = "127.0.0.1:%s"\nlinger = "0s"\n' "$TANSU_PORT")
+  echo
+  echo "| message | sessions | messages | ceiling (smtp-sink) msg/s | kurir on Kafka (tansu) msg/s | kurir / ceiling |"
+  echo "|---|---|---|---|---|---|"
+  for sessions in 1 50; do
+    n=$(( sessions == 1 ? 2000 : 20000 ))
+    ceiling=$(rate "$sessions" "$n" 2048 "$SINK_PORT")
+    port=$(start_kurir "kafka-$sessions" "$kafka_toml")
+    kurir=$(rate "$sessions" "$n" 2048 "$port")
+    kill -TERM "$(cat "$WORK/kurir-kafka-$sessions/pid")"; wait "$(cat "$WORK/kurir-kafka-$sessions/pid")" 2>/dev/null || true
+    echo "| 2 KB | $sessions | $n | $ceiling | $kurir | $(python3 -c "print(f'{$kurir/$ceiling:.0%}')") |"
+  done
+  pkill -f "tcp://127.0.0.1:$TANSU_PORT" || true
+fi
 
 # Peak RSS with 1,000 sessions open at once.
 port=$(start_kurir rss)

@@ -118,7 +118,7 @@ async fn swaks_pipelining_with_starttls_and_auth() {
         "--from",
         "a@example.test",
         "--to",
-        "r@example.org,s@example.net",
+        "r@dest.test,s@elsewhere.test",
         "--pipeline",
         "--tls",
         "--tls-verify",
@@ -155,7 +155,7 @@ async fn swaks_implicit_tls() {
         "--from",
         "a@example.test",
         "--to",
-        "r@example.org",
+        "r@dest.test",
         "--tlsc",
         "--tls-verify",
         "--tls-ca-path",
@@ -184,7 +184,7 @@ async fn raw_tcp_client_sends_bdat() {
     let mut c = Client::new(Box::new(stream));
     c.expect_reply(220).await;
     c.expect("EHLO raw.test", 250).await;
-    c.send("MAIL FROM:<a@example.test>\r\nRCPT TO:<r@example.org>\r\n")
+    c.send("MAIL FROM:<a@example.test>\r\nRCPT TO:<r@dest.test>\r\n")
         .await;
     c.expect_reply(250).await;
     c.expect_reply(250).await;

@@ -25,7 +25,7 @@ async fn shutdown_finishes_data_closes_idle_and_refuses_new_sessions() {
     busy.expect_reply(220).await;
     busy.expect("EHLO busy.test", 250).await;
     busy.expect("MAIL FROM:<a@example.test>", 250).await;
-    busy.expect("RCPT TO:<r@example.org>", 250).await;
+    busy.expect("RCPT TO:<r@dest.test>", 250).await;
     busy.expect("DATA", 354).await;
     busy.send("Subject: in flight\r\n\r\nfirst half\r\n").await;
 

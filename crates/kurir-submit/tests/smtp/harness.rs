@@ -344,7 +344,7 @@ pub(crate) fn b64(s: &str) -> String {
 
 /// A small valid message.
 pub(crate) fn message(subject: &str) -> String {
-    format!("From: sender@example.test\r\nTo: rcpt@example.org\r\nSubject: {subject}\r\n\r\nHello.")
+    format!("From: sender@example.test\r\nTo: rcpt@dest.test\r\nSubject: {subject}\r\n\r\nHello.")
 }
 
 /// The queued id in a `250 2.0.0 Ok: queued as <id>` reply.

@@ -35,7 +35,7 @@ async fn client(
     let mut go = go;
     go.wait_for(|go| *go).await.unwrap();
     c.expect(&format!("EHLO client{i}.test"), 250).await;
-    let to = format!("r{i}@example.org");
+    let to = format!("r{i}@dest.test");
     let (code, text) = c
         .send_mail("a@example.test", &[&to], &message(&format!("n{i}")))
         .await;

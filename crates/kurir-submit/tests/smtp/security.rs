@@ -31,15 +31,15 @@ async fn commands_injected_after_starttls_are_never_executed() {
     let mut c = h.connect();
     c.expect_reply(220).await;
     c.expect("EHLO client.test", 250).await;
-    c.send("STARTTLS\r\nMAIL FROM:<evil@example.test>\r\nRCPT TO:<v@example.org>\r\n")
+    c.send("STARTTLS\r\nMAIL FROM:<evil@example.test>\r\nRCPT TO:<v@dest.test>\r\n")
         .await;
     c.expect_reply(220).await;
     c.tls(&h.ca).await;
     // Neither the injected MAIL nor the clear-text EHLO survived the upgrade.
-    c.expect("RCPT TO:<v@example.org>", 503).await;
+    c.expect("RCPT TO:<v@dest.test>", 503).await;
     c.expect("MAIL FROM:<a@example.test>", 503).await;
     c.expect("EHLO client.test", 250).await;
-    c.expect("RCPT TO:<v@example.org>", 503).await;
+    c.expect("RCPT TO:<v@dest.test>", 503).await;
 }
 
 #[tokio::test]
@@ -49,15 +49,15 @@ async fn smuggled_message_with_bare_lf_dot_is_refused_whole() {
     c.expect_reply(220).await;
     c.expect("EHLO client.test", 250).await;
     c.expect("MAIL FROM:<a@example.test>", 250).await;
-    c.expect("RCPT TO:<r@example.org>", 250).await;
+    c.expect("RCPT TO:<r@dest.test>", 250).await;
     c.expect("DATA", 354).await;
     let smuggled = "Subject: one\r\n\r\nfirst\n.\nMAIL FROM:<evil@example.test>\r\n\
-                    RCPT TO:<victim@example.org>\r\nDATA\r\nSubject: two\r\n\r\nsecond\r\n.\r\n";
+                    RCPT TO:<victim@dest.test>\r\nDATA\r\nSubject: two\r\n\r\nsecond\r\n.\r\n";
     c.send(smuggled).await;
     let text = c.expect_reply(550).await;
     assert!(text.starts_with("550 5.6.0"), "{text}");
     // Nothing inside the body ran as a command, and nothing was queued.
-    c.expect("RCPT TO:<r@example.org>", 503).await;
+    c.expect("RCPT TO:<r@dest.test>", 503).await;
     assert!(h.queued(0).await.is_empty());
 }
 
@@ -69,7 +69,7 @@ async fn bare_cr_and_nul_in_a_body_are_refused() {
     c.expect("EHLO client.test", 250).await;
     for body in ["a\rb\r\n.\r\n", "a\0b\r\n.\r\n", "a\r\n\r.\r\r\n.\r\n"] {
         c.expect("MAIL FROM:<a@example.test>", 250).await;
-        c.expect("RCPT TO:<r@example.org>", 250).await;
+        c.expect("RCPT TO:<r@dest.test>", 250).await;
         c.expect("DATA", 354).await;
         c.send(body).await;
         let text = c.expect_reply(550).await;
@@ -83,7 +83,7 @@ async fn body_pipelined_after_data_without_waiting_is_refused() {
     let mut c = h.connect();
     c.expect_reply(220).await;
     c.expect("EHLO client.test", 250).await;
-    c.send("MAIL FROM:<a@example.test>\r\nRCPT TO:<r@example.org>\r\nDATA\r\nSubject: x\r\n\r\nhi\r\n.\r\n").await;
+    c.send("MAIL FROM:<a@example.test>\r\nRCPT TO:<r@dest.test>\r\nDATA\r\nSubject: x\r\n\r\nhi\r\n.\r\n").await;
     c.expect_reply(250).await;
     c.expect_reply(250).await;
     let text = c.expect_reply(554).await;
@@ -148,7 +148,7 @@ async fn stalled_body_is_cut_at_the_data_timeout() {
     c.expect_reply(220).await;
     c.expect("EHLO client.test", 250).await;
     c.expect("MAIL FROM:<a@example.test>", 250).await;
-    c.expect("RCPT TO:<r@example.org>", 250).await;
+    c.expect("RCPT TO:<r@dest.test>", 250).await;
     c.expect("DATA", 354).await;
     c.send("Subject: slow\r\n").await;
     c.expect_reply(421).await;
@@ -169,7 +169,7 @@ async fn connections_per_ip_and_messages_per_connection_are_limited() {
     assert!(text.starts_with("421 4.7.0"), "{text}");
     first.expect("EHLO client.test", 250).await;
     let (code, _) = first
-        .send_mail("a@example.test", &["r@example.org"], &message("1"))
+        .send_mail("a@example.test", &["r@dest.test"], &message("1"))
         .await;
     assert_eq!(code, 250);
     first.expect("MAIL FROM:<a@example.test>", 421).await;

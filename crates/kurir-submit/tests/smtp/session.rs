@@ -57,7 +57,7 @@ async fn after_starttls_auth_plain_and_login_work_and_starttls_is_gone() {
     c.expect(&b64(PASSWORD), 235).await;
     c.expect("AUTH PLAIN", 503).await;
     let (code, reply) = c
-        .send_mail("s@example.test", &["r@example.org"], &message("auth"))
+        .send_mail("s@example.test", &["r@dest.test"], &message("auth"))
         .await;
     assert_eq!(code, 250, "{reply}");
     let q = h.queued(1).await;
@@ -76,13 +76,13 @@ async fn commands_out_of_sequence_get_503() {
     let text = c.expect("MAIL FROM:<a@example.test>", 503).await;
     assert!(text.starts_with("503 5.5.1"), "{text}");
     c.expect("EHLO client.test", 250).await;
-    c.expect("RCPT TO:<r@example.org>", 503).await;
+    c.expect("RCPT TO:<r@dest.test>", 503).await;
     c.expect("DATA", 503).await;
     c.expect("MAIL FROM:<a@example.test>", 250).await;
     c.expect("MAIL FROM:<a@example.test>", 503).await;
     c.expect("DATA", 554).await;
     c.expect("RSET", 250).await;
-    c.expect("RCPT TO:<r@example.org>", 503).await;
+    c.expect("RCPT TO:<r@dest.test>", 503).await;
 }
 
 #[tokio::test]
@@ -109,7 +109,7 @@ async fn size_over_the_limit_is_refused_at_mail_and_at_data() {
     let text = c.expect("MAIL FROM:<a@example.test> SIZE=70000", 552).await;
     assert!(text.starts_with("552 5.3.4"), "{text}");
     c.expect("MAIL FROM:<a@example.test> SIZE=1000", 250).await;
-    c.expect("RCPT TO:<r@example.org>", 250).await;
+    c.expect("RCPT TO:<r@dest.test>", 250).await;
     c.expect("DATA", 354).await;
     let line = "x".repeat(998);
     let mut body = String::new();
@@ -132,9 +132,9 @@ async fn too_many_recipients_get_452() {
     c.expect("EHLO client.test", 250).await;
     c.expect("MAIL FROM:<a@example.test>", 250).await;
     for i in 0..5 {
-        c.expect(&format!("RCPT TO:<r{i}@example.org>"), 250).await;
+        c.expect(&format!("RCPT TO:<r{i}@dest.test>"), 250).await;
     }
-    let text = c.expect("RCPT TO:<r9@example.org>", 452).await;
+    let text = c.expect("RCPT TO:<r9@dest.test>", 452).await;
     assert!(text.starts_with("452 4.5.3"), "{text}");
 }
 
@@ -145,13 +145,13 @@ async fn relay_is_denied_to_unauthenticated_clients_outside_allowed_networks() {
     c.expect_reply(220).await;
     c.expect("EHLO client.test", 250).await;
     c.expect("MAIL FROM:<a@example.test>", 250).await;
-    let text = c.expect("RCPT TO:<r@example.org>", 554).await;
+    let text = c.expect("RCPT TO:<r@dest.test>", 554).await;
     assert!(text.starts_with("554 5.7.1"), "{text}");
     // The same client, authenticated, may relay.
     let mut c = h.connect_as(REMOTE_PEER, ListenerMode::Starttls);
     c.login(&h.ca).await;
     let (code, _) = c
-        .send_mail("a@example.test", &["r@example.org"], &message("r"))
+        .send_mail("a@example.test", &["r@dest.test"], &message("r"))
         .await;
     assert_eq!(code, 250);
 }
@@ -181,24 +181,24 @@ async fn suppress(h: &Harness, address: &str) {
 #[tokio::test]
 async fn suppressed_recipient_is_refused_at_rcpt() {
     let h = Harness::start(|_| {}).await;
-    suppress(&h, "gone@example.org").await;
+    suppress(&h, "gone@dest.test").await;
     let mut c = h.connect();
     c.expect_reply(220).await;
     c.expect("EHLO client.test", 250).await;
     c.expect("MAIL FROM:<a@example.test>", 250).await;
-    let text = c.expect("RCPT TO:<gone@example.org>", 550).await;
+    let text = c.expect("RCPT TO:<gone@dest.test>", 550).await;
     assert!(text.starts_with("550 5.7.1"), "{text}");
-    c.expect("RCPT TO:<ok@example.org>", 250).await;
+    c.expect("RCPT TO:<ok@dest.test>", 250).await;
 }
 
 #[tokio::test]
 async fn suppressed_recipient_is_dropped_when_configured() {
     let h = Harness::start(|c| c.suppressed_recipients = SuppressedAction::Drop).await;
-    suppress(&h, "gone@example.org").await;
+    suppress(&h, "gone@dest.test").await;
     let mut c = h.connect();
     c.expect_reply(220).await;
     c.expect("EHLO client.test", 250).await;
-    let to = ["gone@example.org", "ok@example.org"];
+    let to = ["gone@dest.test", "ok@dest.test"];
     let (code, _) = c.send_mail("a@example.test", &to, &message("drop")).await;
     assert_eq!(code, 250);
     let q = h.queued(1).await;
@@ -209,7 +209,7 @@ async fn suppressed_recipient_is_dropped_when_configured() {
         .iter()
         .map(|r| r.address.to_string())
         .collect();
-    assert_eq!(rcpts, ["ok@example.org"]);
+    assert_eq!(rcpts, ["ok@dest.test"]);
 }
 
 #[tokio::test]
@@ -228,7 +228,7 @@ async fn state_outage_at_rcpt_is_a_temporary_failure() {
     c.expect_reply(220).await;
     c.expect("EHLO client.test", 250).await;
     c.expect("MAIL FROM:<a@example.test>", 250).await;
-    let text = c.expect("RCPT TO:<r@example.org>", 451).await;
+    let text = c.expect("RCPT TO:<r@dest.test>", 451).await;
     assert!(text.starts_with("451 4.3.0"), "{text}");
 }
 
@@ -238,7 +238,7 @@ async fn pipelined_commands_are_answered_in_order() {
     let mut c = h.connect();
     c.expect_reply(220).await;
     c.expect("EHLO client.test", 250).await;
-    c.send("MAIL FROM:<a@example.test>\r\nRCPT TO:<r1@example.org>\r\nRCPT TO:<bad>\r\nRCPT TO:<r2@example.org>\r\nDATA\r\n").await;
+    c.send("MAIL FROM:<a@example.test>\r\nRCPT TO:<r1@dest.test>\r\nRCPT TO:<bad>\r\nRCPT TO:<r2@dest.test>\r\nDATA\r\n").await;
     for code in [250, 250, 553, 250, 354] {
         c.expect_reply(code).await;
     }
@@ -261,7 +261,7 @@ async fn bdat_chunks_make_one_message() {
     c.expect_reply(503).await;
     c.expect("MAIL FROM:<a@example.test> BODY=BINARYMIME", 250)
         .await;
-    c.expect("RCPT TO:<r@example.org>", 250).await;
+    c.expect("RCPT TO:<r@dest.test>", 250).await;
     let msg = message("bdat");
     let (a, b) = msg.split_at(20);
     c.send(format!("BDAT {}\r\n{a}", a.len())).await;
@@ -283,7 +283,7 @@ async fn dsn_parameters_are_kept_in_the_queued_record() {
     c.expect("MAIL FROM:<a@example.test> RET=HDRS ENVID=abc+2B1", 250)
         .await;
     c.expect(
-        "RCPT TO:<r@example.org> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;r@example.org",
+        "RCPT TO:<r@dest.test> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;r@dest.test",
         250,
     )
     .await;
@@ -298,7 +298,7 @@ async fn dsn_parameters_are_kept_in_the_queued_record() {
     assert!(notify.success && notify.failure && !notify.delay);
     assert_eq!(
         env.recipients[0].orcpt.as_ref().unwrap().address,
-        "r@example.org"
+        "r@dest.test"
     );
 }
 
@@ -310,7 +310,7 @@ async fn eight_bit_and_utf8_addresses_with_smtputf8() {
     c.expect("EHLO client.test", 250).await;
     c.expect("MAIL FROM:<a@example.test> BODY=8BITMIME", 250)
         .await;
-    let text = c.expect("RCPT TO:<jürgen@example.org>", 553).await;
+    let text = c.expect("RCPT TO:<jürgen@dest.test>", 553).await;
     assert!(text.starts_with("553 5.6.7"), "{text}");
     c.expect("RSET", 250).await;
     c.expect("MAIL FROM:<andré@example.test> BODY=8BITMIME SMTPUTF8", 250)

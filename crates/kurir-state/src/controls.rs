@@ -48,7 +48,7 @@ impl DomainControls {
         let paused = self.paused.read().unwrap_or_else(|e| e.into_inner());
         paused
             .get(domain)
-            .filter(|p| p.until.is_none_or(|u| u > SystemTime::now()))
+            .filter(|p| p.is_active(SystemTime::now()))
             .cloned()
     }
 
@@ -58,7 +58,7 @@ impl DomainControls {
         let paused = self.paused.read().unwrap_or_else(|e| e.into_inner());
         paused
             .values()
-            .filter(|p| p.until.is_none_or(|u| u > now))
+            .filter(|p| p.is_active(now))
             .cloned()
             .collect()
     }

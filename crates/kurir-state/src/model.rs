@@ -165,6 +165,40 @@ impl Suppression {
     }
 }
 
+/// Free text kept in the store (a suppression's source, a pause's reason, a history
+/// entry's detail) is cut to this many bytes by every backend.
+pub const MAX_TEXT: usize = 1024;
+
+/// `s` cut to at most [`MAX_TEXT`] bytes, at a character boundary.
+pub fn truncate_text(s: &str) -> &str {
+    if s.len() <= MAX_TEXT {
+        return s;
+    }
+    let mut end = MAX_TEXT;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// The longest idempotency key accepted, in bytes.
+pub const MAX_IDEMPOTENCY_KEY: usize = 256;
+
+/// How long a pending claim outlives a submission that died without completing or
+/// releasing it (at most `idempotency_ttl`); a retry after that claims the key afresh.
+pub const PENDING_CLAIM_TTL: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// Checks an idempotency key the same way for every backend.
+pub fn check_idempotency_key(key: &str) -> Result<(), StateError> {
+    if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY {
+        return Err(StateError::invalid(
+            "idempotency_key",
+            format!("must be 1-{MAX_IDEMPOTENCY_KEY} bytes"),
+        ));
+    }
+    Ok(())
+}
+
 /// A page of a listing; pass `next` back to continue, `None` means the end.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Page<T> {
@@ -241,6 +275,13 @@ pub struct DomainPause {
     pub reason: String,
 }
 
+impl DomainPause {
+    /// Whether the pause is in force at `now`.
+    pub fn is_active(&self, now: SystemTime) -> bool {
+        self.until.is_none_or(|u| u > now)
+    }
+}
+
 mod address_serde {
     use kurir_core::Address;
     use serde::{Deserialize, Deserializer, Serializer};
@@ -266,5 +307,27 @@ mod domain_serde {
     pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Domain, D::Error> {
         let text = String::deserialize(d)?;
         Domain::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_is_cut_at_a_char_boundary() {
+        assert_eq!(truncate_text("abc"), "abc");
+        assert_eq!(truncate_text(&"x".repeat(5000)).len(), MAX_TEXT);
+        let accented = format!("a{}", "é".repeat(600));
+        let cut = truncate_text(&accented);
+        assert!(cut.len() <= MAX_TEXT && accented.starts_with(cut));
+    }
+
+    #[test]
+    fn idempotency_keys_are_one_to_256_bytes() {
+        assert!(check_idempotency_key("k").is_ok());
+        assert!(check_idempotency_key(&"k".repeat(MAX_IDEMPOTENCY_KEY)).is_ok());
+        assert!(check_idempotency_key("").is_err());
+        assert!(check_idempotency_key(&"k".repeat(MAX_IDEMPOTENCY_KEY + 1)).is_err());
     }
 }

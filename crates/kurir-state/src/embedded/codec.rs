@@ -28,7 +28,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use kurir_core::{Address, MessageId};
 
 use crate::error::StateError;
-use crate::model::{Reason, Scope, Suppression, Tenant};
+use crate::model::{Reason, Scope, Suppression, Tenant, truncate_text};
 
 /// Which keyspace an `expiry` index entry points into.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -178,11 +178,12 @@ fn reason_of(b: u8) -> Option<Reason> {
 }
 
 pub(super) fn encode_suppression(s: &Suppression) -> Vec<u8> {
-    let mut out = Vec::with_capacity(TIME_LEN * 2 + 1 + s.source.len());
+    let source = truncate_text(&s.source);
+    let mut out = Vec::with_capacity(TIME_LEN * 2 + 1 + source.len());
     put_expiry(&mut out, s.expires);
     out.push(reason_byte(s.reason));
     out.extend_from_slice(&encode_time(s.created));
-    out.extend_from_slice(s.source.as_bytes());
+    out.extend_from_slice(source.as_bytes());
     out
 }
 

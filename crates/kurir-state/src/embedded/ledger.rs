@@ -5,7 +5,7 @@
 //! a submitter that crashed between claim and completion does not block the key for a day;
 //! a completed key returns its result for `idempotency_ttl`.
 
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use kurir_core::{Address, MessageId};
 
@@ -15,13 +15,7 @@ use super::codec::{
 use super::store::{Store, backend};
 use super::{EmbeddedState, INLINE_READS, Inner};
 use crate::Result;
-use crate::error::StateError;
-use crate::model::{Claim, Tenant};
-
-/// How long a claim stays pending without completion or release.
-pub const PENDING_CLAIM_TTL: Duration = Duration::from_secs(300);
-/// The longest idempotency key accepted, in bytes.
-pub const MAX_IDEMPOTENCY_KEY: usize = 256;
+use crate::model::{Claim, PENDING_CLAIM_TTL, Tenant, check_idempotency_key};
 
 const PENDING: u8 = 0;
 const DONE: u8 = 1;
@@ -108,12 +102,7 @@ impl EmbeddedState {
 
     fn idempotency_key(&self, tenant: &Tenant, key: &str) -> Result<Vec<u8>> {
         self.inner.check_tenant(tenant)?;
-        if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY {
-            return Err(StateError::invalid(
-                "idempotency_key",
-                format!("must be 1-{MAX_IDEMPOTENCY_KEY} bytes"),
-            ));
-        }
+        check_idempotency_key(key)?;
         let mut out = tenant_prefix(b't', tenant);
         out.extend_from_slice(key.as_bytes());
         Ok(out)

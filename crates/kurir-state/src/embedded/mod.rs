@@ -56,9 +56,6 @@ use crate::model::{
 };
 use crate::{Result, State};
 
-pub use self::ledger::{MAX_IDEMPOTENCY_KEY, PENDING_CLAIM_TTL};
-pub use self::tracking::MAX_DETAIL;
-
 /// Point reads of at most this many keys run on the calling task.
 pub const INLINE_READS: usize = 16;
 

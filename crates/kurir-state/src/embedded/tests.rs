@@ -213,12 +213,12 @@ async fn history_is_dropped_with_its_newest_entry() {
         at: SystemTime::now(),
         kind: crate::TrackKind::Accepted,
         recipient: None,
-        detail: "é".repeat(super::MAX_DETAIL),
+        detail: "é".repeat(crate::model::MAX_TEXT),
     };
     state.track(id, &entry).await.unwrap();
     let history = state.history(id).await.unwrap();
     assert!(
-        history[0].detail.len() <= super::MAX_DETAIL,
+        history[0].detail.len() <= crate::model::MAX_TEXT,
         "details are cut at a char boundary"
     );
     let later = SystemTime::now() + config().tracking_ttl + Duration::from_secs(2);

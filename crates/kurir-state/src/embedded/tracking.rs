@@ -3,7 +3,7 @@
 //! A history is one key per entry, `message id + sequence`, so an append writes one small
 //! value instead of rewriting the history. It lives `tracking_ttl` after its newest entry.
 //! Over `tracking_max_entries`, the oldest entries after the first ("accepted") are
-//! deleted. Entry details longer than [`MAX_DETAIL`] bytes are cut.
+//! deleted. Entry details longer than [`crate::model::MAX_TEXT`] bytes are cut.
 
 use std::time::SystemTime;
 
@@ -16,15 +16,12 @@ use super::codec::{
 use super::store::backend;
 use super::{EmbeddedState, Inner};
 use crate::Result;
-use crate::model::{DomainPause, TrackEntry};
-
-/// The longest entry detail kept, in bytes.
-pub const MAX_DETAIL: usize = 1024;
+use crate::model::{DomainPause, TrackEntry, truncate_text};
 
 impl EmbeddedState {
     pub(super) async fn append_track(&self, id: MessageId, entry: &TrackEntry) -> Result<()> {
         let mut entry = entry.clone();
-        truncate(&mut entry.detail, MAX_DETAIL);
+        entry.detail = truncate_text(&entry.detail).to_owned();
         let json =
             serde_json::to_vec(&entry).map_err(|e| corrupt(&format!("tracking entry: {e}")))?;
         self.write(move |inner| append(inner, id, &json)).await
@@ -54,7 +51,7 @@ impl EmbeddedState {
         let key = pause.domain.as_str().as_bytes().to_vec();
         let mut value = Vec::new();
         put_expiry(&mut value, pause.until);
-        value.extend_from_slice(pause.reason.as_bytes());
+        value.extend_from_slice(truncate_text(&pause.reason).as_bytes());
         let until = pause.until;
         self.write(move |inner| {
             let store = &inner.store;
@@ -150,15 +147,4 @@ fn append(inner: &Inner, id: MessageId, json: &[u8]) -> Result<()> {
     );
     let _writing = store.writing();
     batch.commit().map_err(backend("appending to a history"))
-}
-
-/// Cuts `s` to at most `max` bytes, at a character boundary.
-fn truncate(s: &mut String, max: usize) {
-    if s.len() > max {
-        let mut end = max;
-        while !s.is_char_boundary(end) {
-            end -= 1;
-        }
-        s.truncate(end);
-    }
 }

@@ -10,23 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use kurir_core::{Address, Domain};
 
 use crate::error::StateError;
-use crate::model::{DomainPause, Reason, Scope, Suppression, TrackEntry};
-
-/// Free text (a suppression's source, a pause's reason, a history entry's detail) is cut
-/// to this many bytes.
-pub(super) const MAX_TEXT_BYTES: usize = 1024;
-
-/// `s` cut to at most `max` bytes, at a character boundary.
-pub(super) fn truncate(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
-}
+use crate::model::{DomainPause, Reason, Scope, Suppression, TrackEntry, truncate_text};
 
 /// Nanoseconds since the epoch; a time before it is invalid input.
 pub(super) fn nanos(t: SystemTime, field: &'static str) -> Result<u64, StateError> {
@@ -70,7 +54,7 @@ pub(super) fn encode_entry(s: &Suppression) -> Result<String, StateError> {
         .transpose()?
         .map(|e| e.to_string())
         .unwrap_or_default();
-    let source = truncate(&s.source, MAX_TEXT_BYTES);
+    let source = truncate_text(&s.source);
     Ok(format!(
         "{}\t{created}\t{expires}\t{source}",
         s.reason.as_str()
@@ -119,7 +103,7 @@ pub(super) fn encode_pause(p: &DomainPause) -> Result<String, StateError> {
         .transpose()?
         .map(|u| u.to_string())
         .unwrap_or_default();
-    Ok(format!("{until}\t{}", truncate(&p.reason, MAX_TEXT_BYTES)))
+    Ok(format!("{until}\t{}", truncate_text(&p.reason)))
 }
 
 pub(super) fn decode_pause(domain: &str, value: &str) -> Result<DomainPause, StateError> {
@@ -138,11 +122,11 @@ pub(super) fn decode_pause(domain: &str, value: &str) -> Result<DomainPause, Sta
     })
 }
 
-/// JSON, with the detail cut to [`MAX_TEXT_BYTES`].
+/// JSON, with the detail cut to [`crate::model::MAX_TEXT`].
 pub(super) fn encode_track(entry: &TrackEntry) -> Result<String, StateError> {
     nanos(entry.at, "at")?;
     let mut entry = entry.clone();
-    entry.detail = truncate(&entry.detail, MAX_TEXT_BYTES).to_owned();
+    entry.detail = truncate_text(&entry.detail).to_owned();
     serde_json::to_string(&entry)
         .map_err(|e| StateError::Corrupt(format!("encode history entry: {e}")))
 }
@@ -154,16 +138,6 @@ pub(super) fn decode_track(value: &str) -> Result<TrackEntry, StateError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn truncate_keeps_char_boundaries() {
-        assert_eq!(truncate("abc", 10), "abc");
-        assert_eq!(truncate("aé", 2), "a");
-        assert_eq!(
-            truncate(&"x".repeat(5000), MAX_TEXT_BYTES).len(),
-            MAX_TEXT_BYTES
-        );
-    }
 
     #[test]
     fn entries_round_trip_exactly() {

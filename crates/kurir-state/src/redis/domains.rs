@@ -57,7 +57,7 @@ impl RedisState {
             .all_pauses()
             .await?
             .into_iter()
-            .filter(|p| p.until.is_none_or(|u| u > now))
+            .filter(|p| p.is_active(now))
             .collect();
         pauses.sort_by(|a, b| a.domain.as_str().cmp(b.domain.as_str()));
         Ok(pauses)

@@ -44,10 +44,16 @@ impl Keys {
     pub(super) fn scope(&self, scope: &Scope) -> ScopeKeys {
         let base = format!("{}:sup:{}", self.prefix, Self::tag(scope));
         ScopeKeys {
-            entries: format!("{base}:entries"),
+            entries: self.entries(scope),
             index: format!("{base}:index"),
             expiry: format!("{base}:expiry"),
         }
+    }
+
+    /// The entries hash of a scope alone: what every suppression check reads, so it does not
+    /// build the scope's other key names.
+    pub(super) fn entries(&self, scope: &Scope) -> String {
+        format!("{}:sup:{}:entries", self.prefix, Self::tag(scope))
     }
 
     /// Sorted set of one address's soft bounces (member unique per bounce, score = ms).

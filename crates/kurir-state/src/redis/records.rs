@@ -2,8 +2,6 @@
 //! idempotency keys (a string per key, claimed with `SET NX`) and message tracking (a capped
 //! list per message).
 
-use std::time::Duration;
-
 use kurir_core::{Address, MessageId};
 
 use super::RedisState;
@@ -11,29 +9,10 @@ use super::codec::{decode_track, encode_track, ms};
 use super::scripts::{RELEASE_CLAIM, TRACK};
 use crate::Result;
 use crate::error::StateError;
-use crate::model::{Claim, Tenant, TrackEntry};
-
-/// The longest idempotency key accepted, in bytes.
-pub(super) const MAX_IDEMPOTENCY_KEY: usize = 256;
-/// How long a pending claim outlives a submission that died without completing or
-/// releasing it (at most `idempotency_ttl`); a retry after that claims the key afresh.
-pub(super) const PENDING_CLAIM_TTL: Duration = Duration::from_secs(300);
+use crate::model::{Claim, PENDING_CLAIM_TTL, Tenant, TrackEntry, check_idempotency_key};
 
 const PENDING: &[u8] = b"P";
 const DONE: u8 = b'D';
-
-fn check_key(key: &str) -> Result<()> {
-    if key.is_empty() {
-        return Err(StateError::invalid("idempotency_key", "must not be empty"));
-    }
-    if key.len() > MAX_IDEMPOTENCY_KEY {
-        return Err(StateError::invalid(
-            "idempotency_key",
-            format!("must be at most {MAX_IDEMPOTENCY_KEY} bytes"),
-        ));
-    }
-    Ok(())
-}
 
 impl RedisState {
     pub(super) async fn ledger_add(&self, id: MessageId, recipients: &[Address]) -> Result<()> {
@@ -71,7 +50,7 @@ impl RedisState {
 
     pub(super) async fn claim(&self, tenant: &Tenant, key: &str) -> Result<Claim> {
         self.check_tenant(tenant)?;
-        check_key(key)?;
+        check_idempotency_key(key)?;
         let pending_ttl = PENDING_CLAIM_TTL.min(self.config().idempotency_ttl);
         let mut cmd = redis::cmd("SET");
         cmd.arg(self.keys().idempotency(tenant, key))
@@ -97,7 +76,7 @@ impl RedisState {
 
     pub(super) async fn complete(&self, tenant: &Tenant, key: &str, result: &[u8]) -> Result<()> {
         self.check_tenant(tenant)?;
-        check_key(key)?;
+        check_idempotency_key(key)?;
         let mut value = Vec::with_capacity(result.len() + 1);
         value.push(DONE);
         value.extend_from_slice(result);
@@ -113,7 +92,7 @@ impl RedisState {
 
     pub(super) async fn release(&self, tenant: &Tenant, key: &str) -> Result<()> {
         self.check_tenant(tenant)?;
-        check_key(key)?;
+        check_idempotency_key(key)?;
         let mut inv = RELEASE_CLAIM.prepare_invoke();
         inv.key(self.keys().idempotency(tenant, key));
         let mut conn = self.conn();

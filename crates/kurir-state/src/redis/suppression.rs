@@ -144,10 +144,10 @@ impl RedisState {
         let names: Vec<String> = addresses.iter().map(ToString::to_string).collect();
         let mut pipe = redis::pipe();
         pipe.cmd("HMGET")
-            .arg(self.keys().scope(&tenant_scope).entries)
+            .arg(self.keys().entries(&tenant_scope))
             .arg(&names);
         pipe.cmd("HMGET")
-            .arg(self.keys().scope(&Scope::Global).entries)
+            .arg(self.keys().entries(&Scope::Global))
             .arg(&names);
         let mut conn = self.conn();
         let (own, global): (Vec<Option<String>>, Vec<Option<String>>) = self

@@ -266,7 +266,7 @@ async fn every_key_has_the_prefix_and_the_right_ttl() {
     ));
     assert!(within(
         ttl("kt:idem:acme:k1".into()).await,
-        super::records::PENDING_CLAIM_TTL
+        crate::model::PENDING_CLAIM_TTL
     ));
     assert!(within(
         ttl("kt:idem:acme:k2".into()).await,
@@ -292,7 +292,7 @@ async fn every_key_has_the_prefix_and_the_right_ttl() {
     let history = state.history(id).await.unwrap();
     assert_eq!(
         history[0].detail.len(),
-        super::codec::MAX_TEXT_BYTES,
+        crate::model::MAX_TEXT,
         "detail truncated, not rejected"
     );
 }

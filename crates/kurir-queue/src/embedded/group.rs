@@ -23,6 +23,9 @@ use crate::watermark::PartitionTracker;
 
 /// Capacity of a member's event channel: far more than the partitions one member can own.
 const EVENT_CAPACITY: usize = 65_536;
+/// How often a partition's committed position is written while records finish. A crash
+/// redelivers at most the records finished in the last interval (at-least-once).
+const COMMIT_INTERVAL: Duration = Duration::from_millis(100);
 /// Records deleted per commit at most, so one commit never becomes a huge batch.
 const MAX_DELETE_PER_COMMIT: u64 = 10_000;
 
@@ -269,7 +272,9 @@ impl Coordinator {
         }
     }
 
-    /// Persists each advance of the partition's low watermark.
+    /// Persists the partition's low watermark, at most once per [`COMMIT_INTERVAL`]: advances
+    /// within an interval are written together (like Kafka's auto-commit of stored offsets),
+    /// not one write per finished record. Revoke and close write the final position.
     async fn commit_loop(
         self,
         group: String,
@@ -279,6 +284,7 @@ impl Coordinator {
     ) {
         let mut watermark = tracker.watermark();
         while watermark.changed().await.is_ok() {
+            tokio::time::sleep(COMMIT_INTERVAL).await;
             let position = *watermark.borrow_and_update();
             self.commit(&group, topic_id, &partition, position);
         }

@@ -48,7 +48,7 @@ fn start_kurir(dir: &std::path::Path) -> (std::process::Child, SocketAddr) {
         .expect("spawn kurir");
     let stdout = child.stdout.take().expect("stdout");
     for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-        if let Some(addr) = line.strip_prefix("smtp listening on ") {
+        if let Some(addr) = line.strip_prefix(kurir::roles::SMTP_LISTENING) {
             return (child, addr.parse().expect("address"));
         }
     }

@@ -38,7 +38,7 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The queue backend in use.
 #[derive(Debug, Clone)]
-enum QueueBackend {
+pub(crate) enum QueueBackend {
     Embedded(EmbeddedQueue),
     Kafka(KafkaQueue),
 }
@@ -97,7 +97,7 @@ impl Running {
                 tracing::warn!("a server did not stop in time");
             }
         }
-        if let Some(QueueBackend::Embedded(queue)) = self.queue {
+        if let Some(queue) = self.queue {
             queue.close().await;
         }
         if let Some(StateBackend::Embedded(state)) = self.state {
@@ -106,7 +106,17 @@ impl Running {
     }
 }
 
-async fn open_queue(config: &Config) -> anyhow::Result<QueueBackend> {
+impl QueueBackend {
+    /// Closes an embedded queue (flushing it); a Kafka client needs nothing.
+    pub(crate) async fn close(self) {
+        if let Self::Embedded(queue) = self {
+            queue.close().await;
+        }
+    }
+}
+
+/// Opens the configured queue and creates its topics that are missing.
+pub(crate) async fn open_queue(config: &Config) -> anyhow::Result<QueueBackend> {
     let queue = match config.queue.backend {
         QueueKind::Embedded => {
             let dir = config.embedded_queue_dir();

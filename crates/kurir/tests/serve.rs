@@ -119,7 +119,7 @@ fn serve_becomes_ready_and_exits_cleanly_on_sigterm() {
         .expect("spawn kurir");
     let mut running = Running(child);
     let lines = stdout_lines(&mut running.0);
-    let addr = announced(&lines, "http listening on ");
+    let addr = announced(&lines, kurir::serve::HTTP_LISTENING);
 
     wait_until("/healthz 200", || get(addr, "/healthz") == Some(200));
     wait_until("/readyz 200", || get(addr, "/readyz") == Some(200));
@@ -316,8 +316,8 @@ fn serve_accepts_mail_over_smtp_and_queues_it_durably() {
         .expect("spawn kurir");
     let mut running = Running(child);
     let lines = stdout_lines(&mut running.0);
-    let http = announced(&lines, "http listening on ");
-    let smtp = announced(&lines, "smtp listening on ");
+    let http = announced(&lines, kurir::serve::HTTP_LISTENING);
+    let smtp = announced(&lines, kurir::roles::SMTP_LISTENING);
     wait_until("/readyz 200", || get(http, "/readyz") == Some(200));
 
     let reply = send_with_smtplib(smtp.port());

@@ -213,7 +213,7 @@ where
     async fn dispatch(&mut self, line: Result<Vec<u8>, LineError>) {
         let line = match line {
             Ok(line) => line,
-            Err(LineError::TooLong) => return self.fail(ErrorCode::LineTooLong.into()),
+            Err(error) => return self.fail(error.reply()),
         };
         let command = match parse_command(&line) {
             Ok(command) => command,

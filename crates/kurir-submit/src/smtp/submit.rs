@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
-use kurir_core::{ErrorCode, MessageId};
+use kurir_core::MessageId;
 use kurir_queue::Queue;
 use kurir_smtp::{DataError, Reply};
 use kurir_state::State;
@@ -30,7 +30,7 @@ where
         match body {
             Err(error) => {
                 tracing::info!(peer = %self.peer, %error, "message refused");
-                let reply = data_error_reply(&error);
+                let reply = error.reply();
                 self.shared.metrics.message(reply.code);
                 self.fail(reply);
             }
@@ -94,15 +94,4 @@ where
 
 fn queued(id: MessageId) -> Reply {
     Reply::new(250, (2, 0, 0), format!("Ok: queued as {id}"))
-}
-
-/// `552 5.3.4` for a body over the limit, `550 5.6.0` for a malformed one.
-fn data_error_reply(error: &DataError) -> Reply {
-    match error {
-        DataError::TooLarge { .. } => ErrorCode::MessageTooLarge.into(),
-        DataError::BareLineEnding | DataError::Nul => {
-            let code = ErrorCode::InvalidMessage.smtp_reply();
-            Reply::new(code.code, code.enhanced, format!("{error}"))
-        }
-    }
 }

@@ -1,5 +1,20 @@
-//! The delivery role: `consume.rs` (partitions → ready queues), `route.rs` (MX → site),
-//! `ready_queue.rs`, `throttle.rs`, `pool.rs`, `client/`, `outcome.rs`, `retry.rs`, `dsn.rs`.
+//! The delivery role (`shared/DESIGN.md` §4): consume the queue, route by MX, deliver over
+//! pooled, throttled connections, retry through delay tiers, bounce with DSNs, and emit an
+//! event for every outcome.
 //!
 //! # Layout
-//! Not built yet: arrives with the delivery issue (#6).
+//! - [`config`]: `[deliver]`.
+//! - [`route`]: domain → MX hosts → site (hickory-resolver), static smarthost routes.
+//! - [`client`]: the outbound SMTP client (PIPELINING, STARTTLS, SIZE, 8BITMIME, SMTPUTF8).
+//! - [`classify`]: permanent-failure reply → bounce class; [`dsn`]: RFC 3464 reports.
+//! - [`reply`]: a remote server's reply.
+
+pub mod classify;
+pub mod client;
+pub mod config;
+pub mod dsn;
+pub mod reply;
+pub mod route;
+
+pub use config::DeliverConfig;
+pub use reply::RemoteReply;

@@ -15,6 +15,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use kurir_deliver::Deliverer;
 use kurir_lifecycle::Lifecycle;
 use kurir_queue::embedded::EmbeddedQueue;
 use kurir_queue::kafka::KafkaQueue;
@@ -70,21 +71,19 @@ pub async fn start(
         queue: None,
         state: None,
     };
-    if roles.deliver {
-        tracing::warn!("the deliver role is not built yet: accepted mail stays in the queue");
-    }
-    if !roles.submit {
+    if !roles.submit && !roles.deliver {
         return Ok(running);
     }
     let queue = open_queue(config).await?;
     let state = open_state(config).await?;
     running.queue = Some(queue.clone());
     running.state = Some(state.clone());
-    let task = match queue {
-        QueueBackend::Embedded(q) => with_state(config, q, state, lifecycle, metrics).await?,
-        QueueBackend::Kafka(q) => with_state(config, q, state, lifecycle, metrics).await?,
+    running.tasks = match queue {
+        QueueBackend::Embedded(q) => {
+            with_state(config, roles, q, state, lifecycle, metrics).await?
+        }
+        QueueBackend::Kafka(q) => with_state(config, roles, q, state, lifecycle, metrics).await?,
     };
-    running.tasks.push(task);
     Ok(running)
 }
 
@@ -150,15 +149,65 @@ async fn open_state(config: &Config) -> anyhow::Result<StateBackend> {
 
 async fn with_state<Q: Queue + Clone>(
     config: &Config,
+    roles: RoleSet,
     queue: Q,
     state: StateBackend,
     lifecycle: &Lifecycle,
     metrics: &Metrics,
-) -> anyhow::Result<JoinHandle<()>> {
+) -> anyhow::Result<Vec<JoinHandle<()>>> {
     match state {
-        StateBackend::Embedded(s) => start_submit(config, queue, s, lifecycle, metrics).await,
-        StateBackend::Redis(s) => start_submit(config, queue, s, lifecycle, metrics).await,
+        StateBackend::Embedded(s) => start_roles(config, roles, queue, s, lifecycle, metrics).await,
+        StateBackend::Redis(s) => start_roles(config, roles, queue, s, lifecycle, metrics).await,
     }
+}
+
+async fn start_roles<Q: Queue + Clone, S: State + Clone>(
+    config: &Config,
+    roles: RoleSet,
+    queue: Q,
+    state: S,
+    lifecycle: &Lifecycle,
+    metrics: &Metrics,
+) -> anyhow::Result<Vec<JoinHandle<()>>> {
+    let mut tasks = Vec::new();
+    // Delivery first: a bad [deliver] section fails the start before any port is bound.
+    if roles.deliver {
+        tasks.push(start_deliver(
+            config,
+            queue.clone(),
+            state.clone(),
+            lifecycle,
+            metrics,
+        )?);
+    }
+    if roles.submit {
+        tasks.push(start_submit(config, queue, state, lifecycle, metrics).await?);
+    }
+    Ok(tasks)
+}
+
+/// Starts the delivery role: joins the consumer group and delivers until shutdown.
+fn start_deliver<Q: Queue + Clone, S: State + Clone>(
+    config: &Config,
+    queue: Q,
+    state: S,
+    lifecycle: &Lifecycle,
+    metrics: &Metrics,
+) -> anyhow::Result<JoinHandle<()>> {
+    let deliverer = Deliverer::new(
+        config.deliver.clone(),
+        &config.queue,
+        queue,
+        state,
+        lifecycle.clone(),
+    )?;
+    deliverer.metrics().register(metrics);
+    let drain = config.lifecycle.grace_period;
+    Ok(tokio::spawn(async move {
+        if let Err(error) = deliverer.run(drain).await {
+            tracing::error!(%error, "the delivery role stopped");
+        }
+    }))
 }
 
 /// Binds the SMTP listeners and starts the submission server.

@@ -32,7 +32,7 @@ pub const HTTP_LISTENING: &str = "http listening on ";
 pub enum Role {
     /// SMTP submission (gRPC arrives later).
     Submit,
-    /// Delivery to recipients' MX hosts (not built yet).
+    /// Delivery to recipients' MX hosts (or static routes).
     Deliver,
     /// Every role, with the embedded queue and state.
     All,

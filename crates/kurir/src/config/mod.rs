@@ -11,6 +11,7 @@ mod validate;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use kurir_deliver::DeliverConfig;
 use kurir_queue::QueueConfig;
 use kurir_state::StateConfig;
 use kurir_submit::smtp::SmtpConfig;
@@ -22,7 +23,7 @@ pub use error::ConfigError;
 pub use validate::{MAX_GRACE_PERIOD, MIN_GRACE_PERIOD};
 
 /// The whole configuration file.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// `[node]`: this process's identity and local storage.
@@ -40,6 +41,8 @@ pub struct Config {
     pub state: StateConfig,
     /// `[smtp]`: the SMTP submission server.
     pub smtp: SmtpConfig,
+    /// `[deliver]`: the delivery role (routing, connections, throttles, retries, bounces).
+    pub deliver: DeliverConfig,
 }
 
 impl Config {

@@ -36,6 +36,9 @@ impl Config {
         self.smtp
             .validate()
             .map_err(|e| ConfigError::key(format!("smtp.{}", e.key), e.message))?;
+        self.deliver
+            .validate()
+            .map_err(|e| ConfigError::key(format!("deliver.{}", e.key), e.message))?;
         self.validate_across_sections()?;
         let grace = self.lifecycle.grace_period;
         if !(MIN_GRACE_PERIOD..=MAX_GRACE_PERIOD).contains(&grace) {

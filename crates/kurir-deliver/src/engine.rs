@@ -1,0 +1,773 @@
+//! The delivery node: consumes its partitions, attempts each record, and turns every
+//! recipient's verdict into a durable outcome before the record is acknowledged.
+//!
+//! Order of work for one record (the record is acknowledged only after all of it, so a
+//! crash at any point replays the record, and the ledger keeps a replay from mailing
+//! twice): domain pause → ledger check → suppression check → expiry → attempt → ledger
+//! write (delivered) → bounce memory (bounced) → DSNs and the retry record published →
+//! events published → ack. When the state store or the queue is unavailable the step is
+//! retried with back-off until it succeeds or the node shuts down (then the record is left
+//! for the next owner).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use kurir_core::{Address, Outcome, Recipient};
+use kurir_lifecycle::Lifecycle;
+use kurir_proto::convert::time_to_unix_ms;
+use kurir_proto::{Queued, v1};
+use kurir_queue::poison::{Decoded, decode_or_skip};
+use kurir_queue::{
+    Ack, OutgoingRecord, PartitionEvent, PartitionStream, Queue, QueueConfig, QueueError, Topics,
+};
+use kurir_state::controls::DomainControls;
+use kurir_state::{DomainCounter, State, StateError, Tenant, TrackEntry, TrackKind};
+use tokio_util::task::TaskTracker;
+
+use crate::attempt::{self, Verdict};
+use crate::classify::Classifier;
+use crate::config::DeliverConfig;
+use crate::dsn::{self, DsnAction, DsnRecipient, DsnReport};
+use crate::egress::Egress;
+use crate::metrics::DeliverMetrics;
+use crate::pool::{SiteSnapshot, Sites};
+use crate::reply::RemoteReply;
+use crate::retry::{self, NextStep};
+use crate::route::Router;
+use crate::throttle::Throttle;
+
+/// How often the domain pause list is re-read from the state store.
+const CONTROLS_POLL: Duration = Duration::from_secs(2);
+/// How often idle connections are checked for their idle timeout.
+const REAP_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Why the delivery role cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum DeliverError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error("deliver.dns: {0}")]
+    Resolver(String),
+    #[error("deliver.tls.ca_file: {0}")]
+    Roots(String),
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+}
+
+/// What the attempt code needs, independent of the backends.
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub(crate) config: DeliverConfig,
+    pub(crate) router: Router,
+    pub(crate) classifier: Classifier,
+    pub(crate) sites: Sites,
+    pub(crate) egress: Egress,
+    pub(crate) tls_roots: Arc<rustls::RootCertStore>,
+    pub(crate) metrics: DeliverMetrics,
+    domain_throttles: Mutex<HashMap<String, Option<Throttle>>>,
+}
+
+impl Inner {
+    /// The throttle of a domain whose policy sets limits.
+    pub(crate) fn domain_throttle(&self, domain: &str) -> Option<Throttle> {
+        let mut map = self.domain_throttles.lock().expect("domain throttles");
+        map.entry(domain.to_owned())
+            .or_insert_with(|| {
+                let p = self.config.policy_for(domain)?;
+                if p.max_connections.is_none() && p.messages_per_second.is_none() {
+                    return None;
+                }
+                Some(Throttle::new(
+                    p.max_connections.unwrap_or(u32::MAX),
+                    p.messages_per_second.unwrap_or(0.0),
+                    self.config.throttle.backoff,
+                ))
+            })
+            .clone()
+    }
+}
+
+/// A delivery node on a queue and a state store. Cheap to clone.
+#[derive(Debug)]
+pub struct Deliverer<Q, S> {
+    node: Arc<Node<Q, S>>,
+}
+
+impl<Q, S> Clone for Deliverer<Q, S> {
+    fn clone(&self) -> Self {
+        Self {
+            node: self.node.clone(),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Node<Q, S> {
+    inner: Arc<Inner>,
+    queue: Q,
+    state: S,
+    controls: DomainControls,
+    lifecycle: Lifecycle,
+    topics: Topics,
+    tiers: Vec<Duration>,
+    tracker: TaskTracker,
+}
+
+/// A recipient's final word in this round.
+#[derive(Debug, Clone)]
+enum Fate {
+    Delivered(RemoteReply),
+    Deferred {
+        reply: Option<RemoteReply>,
+        reason: String,
+    },
+    Bounced {
+        class: kurir_core::BounceClass,
+        reply: Option<RemoteReply>,
+        reason: String,
+    },
+    Expired {
+        reply: Option<RemoteReply>,
+        reason: String,
+    },
+    Suppressed(String),
+}
+
+impl Fate {
+    fn outcome(&self) -> Outcome {
+        match self {
+            Self::Delivered(_) => Outcome::Delivered,
+            Self::Deferred { .. } => Outcome::Deferred,
+            Self::Bounced { class, .. } => Outcome::Bounced(*class),
+            Self::Expired { .. } => Outcome::Expired,
+            Self::Suppressed(_) => Outcome::Suppressed,
+        }
+    }
+
+    fn reply(&self) -> Option<&RemoteReply> {
+        match self {
+            Self::Delivered(r) => Some(r),
+            Self::Deferred { reply, .. }
+            | Self::Bounced { reply, .. }
+            | Self::Expired { reply, .. } => reply.as_ref(),
+            Self::Suppressed(_) => None,
+        }
+    }
+
+    fn detail(&self) -> String {
+        match self {
+            Self::Delivered(r) => r.to_string(),
+            Self::Deferred { reason, .. }
+            | Self::Bounced { reason, .. }
+            | Self::Expired { reason, .. }
+            | Self::Suppressed(reason) => reason.clone(),
+        }
+    }
+}
+
+impl From<Verdict> for Fate {
+    fn from(v: Verdict) -> Self {
+        match v {
+            Verdict::Delivered(r) => Self::Delivered(r),
+            Verdict::Deferred { reply, reason } => Self::Deferred { reply, reason },
+            Verdict::Bounced {
+                class,
+                reply,
+                reason,
+            } => Self::Bounced {
+                class,
+                reply,
+                reason,
+            },
+        }
+    }
+}
+
+/// Where and how the attempt went, for events.
+#[derive(Debug, Default)]
+struct AttemptInfo {
+    mx_host: String,
+    tls_version: Option<&'static str>,
+    attempt: u32,
+    duration_ms: i64,
+}
+
+impl<Q: Queue + Clone, S: State + Clone> Deliverer<Q, S> {
+    /// Checks the configuration and builds the resolver; nothing is consumed before
+    /// [`Deliverer::run`].
+    pub fn new(
+        config: DeliverConfig,
+        queue_config: &QueueConfig,
+        queue: Q,
+        state: S,
+        lifecycle: Lifecycle,
+    ) -> Result<Self, DeliverError> {
+        config.validate()?;
+        let router = Router::new(&config).map_err(DeliverError::Resolver)?;
+        let roots =
+            crate::client::tls_roots(config.tls.ca_file.as_deref()).map_err(DeliverError::Roots)?;
+        if !config.mx_routing() {
+            tracing::warn!(
+                "MX routing is off ([deliver.dns] has no nameservers and system_resolver \
+                 is false): only domains with a [[deliver.routes]] entry are delivered, \
+                 other mail is deferred"
+            );
+        }
+        let inner = Inner {
+            classifier: Classifier::new(&config.bounce_rules),
+            sites: Sites::new(
+                config.pool.max_connections,
+                config.throttle.messages_per_second,
+                config.throttle.backoff,
+            ),
+            egress: Egress::new(&config),
+            tls_roots: Arc::new(roots),
+            metrics: DeliverMetrics::default(),
+            domain_throttles: Mutex::new(HashMap::new()),
+            router,
+            config,
+        };
+        let controls = DomainControls::start(state.clone(), CONTROLS_POLL);
+        Ok(Self {
+            node: Arc::new(Node {
+                inner: Arc::new(inner),
+                queue,
+                state,
+                controls,
+                lifecycle,
+                topics: queue_config.topics(),
+                tiers: queue_config.retry_tiers.clone(),
+                tracker: TaskTracker::new(),
+            }),
+        })
+    }
+
+    pub fn metrics(&self) -> &DeliverMetrics {
+        &self.node.inner.metrics
+    }
+
+    /// Every site's throttle state (and why it is lowered), idle connections, down mark.
+    pub fn sites(&self) -> Vec<SiteSnapshot> {
+        self.node.inner.sites.snapshot()
+    }
+
+    /// The topics a delivery node consumes: the mail topic and every retry tier.
+    pub fn topics(&self) -> Vec<String> {
+        let node = &self.node;
+        std::iter::once(node.topics.mail())
+            .chain(node.tiers.iter().map(|d| node.topics.retry(*d)))
+            .collect()
+    }
+
+    /// Joins the consumer group and delivers until shutdown; then stops taking records,
+    /// lets the records in flight finish for up to `drain` (what is not finished is left
+    /// for the next owner), leaves the group and closes idle connections.
+    pub async fn run(self, drain: Duration) -> Result<(), QueueError> {
+        let node = self.node.clone();
+        let mut subscription = node
+            .queue
+            .subscribe(&node.inner.config.group, &self.topics())
+            .await?;
+        let shutdown = node.lifecycle.shutdown_signal();
+        let reaper = tokio::spawn(reap_idle(node.inner.clone(), shutdown.clone()));
+        let mut partitions = tokio::task::JoinSet::new();
+        loop {
+            tokio::select! {
+                () = shutdown.wait() => break,
+                event = subscription.next_event() => match event {
+                    Some(PartitionEvent::Assigned(stream)) => {
+                        tracing::info!(topic = %stream.topic, partition = stream.partition,
+                            "partition assigned");
+                        partitions.spawn(node.clone().partition(stream));
+                    }
+                    Some(PartitionEvent::Revoked { topic, partition }) => {
+                        tracing::info!(%topic, partition, "partition revoked");
+                    }
+                    None => break,
+                },
+            }
+        }
+        partitions.abort_all();
+        node.tracker.close();
+        if tokio::time::timeout(drain, node.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                in_flight = node.tracker.len(),
+                "delivery drain timed out: unfinished records are left for the next owner"
+            );
+        }
+        subscription.close().await;
+        reaper.abort();
+        for conn in node.inner.sites.take_all_idle() {
+            conn.quit().await;
+        }
+        Ok(())
+    }
+}
+
+async fn reap_idle(inner: Arc<Inner>, shutdown: kurir_lifecycle::ShutdownSignal) {
+    let idle_timeout = inner.config.pool.idle_timeout;
+    loop {
+        tokio::select! {
+            () = shutdown.wait() => return,
+            () = tokio::time::sleep(REAP_INTERVAL) => {}
+        }
+        for conn in inner.sites.expired(idle_timeout) {
+            attempt::close_later(Some(conn));
+        }
+    }
+}
+
+impl<Q: Queue + Clone, S: State + Clone> Node<Q, S> {
+    async fn partition(self: Arc<Self>, mut stream: PartitionStream) {
+        let events = self.topics.events();
+        while let Some(record) = stream.next().await {
+            // Each record in flight is an activity, so the node's drain waits for it.
+            let Some(activity) = self.lifecycle.activity("delivery") else {
+                return; // shutting down: unacknowledged, the next owner delivers it
+            };
+            match decode_or_skip(&self.queue, &events, record).await {
+                Ok(Decoded::Message(message, record)) => {
+                    let node = self.clone();
+                    self.tracker.spawn(async move {
+                        node.handle(*message, record.ack).await;
+                        drop(activity);
+                    });
+                }
+                Ok(Decoded::Skipped) => {}
+                Err(error) => {
+                    // The record stays unacknowledged (its partition's commits stop before
+                    // it) and is read again after a restart or a rebalance.
+                    tracing::error!(%error, "could not report an undecodable record");
+                }
+            }
+        }
+    }
+
+    async fn handle(&self, message: Queued, ack: Ack) {
+        if self.process(&message).await.is_some() {
+            ack.done();
+        }
+    }
+
+    /// Runs `op` until it succeeds, backing off; `None` once the node shuts down.
+    async fn retrying<T, E, F, Fut>(&self, what: &str, mut op: F) -> Option<T>
+    where
+        E: std::fmt::Display,
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let mut delay = Duration::from_millis(100);
+        loop {
+            match op().await {
+                Ok(v) => return Some(v),
+                Err(error) => {
+                    tracing::warn!(%error, retry_in = ?delay, "{what} failed");
+                }
+            }
+            if self.lifecycle.is_shutting_down() {
+                return None;
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    async fn process(&self, message: &Queued) -> Option<()> {
+        let now = SystemTime::now();
+        let domain = message.routing_key.domain();
+        if let Some(pause) = self.controls.is_paused(domain) {
+            return self.hold_paused(message, pause.until, now).await;
+        }
+        let recipients = &message.envelope.recipients;
+        let addrs: Vec<Address> = recipients.iter().map(|r| r.address.clone()).collect();
+        let delivered = self
+            .retrying("ledger check", || self.state.delivered(message.id, &addrs))
+            .await?;
+        let tenant = Tenant::new(if message.tenant.is_empty() {
+            "default"
+        } else {
+            &message.tenant
+        })
+        .ok();
+        let suppressed = match &tenant {
+            Some(t) => {
+                self.retrying("suppression check", || async {
+                    match self.state.check_suppressed(t, &addrs).await {
+                        Err(StateError::UnknownTenant(_)) => Ok(vec![None; addrs.len()]),
+                        other => other,
+                    }
+                })
+                .await?
+            }
+            None => vec![None; addrs.len()],
+        };
+
+        let mut fates: Vec<(usize, Fate)> = Vec::new();
+        let mut to_try = Vec::new();
+        let mut replayed = 0;
+        for i in 0..recipients.len() {
+            if delivered.get(i).copied().unwrap_or(false) {
+                replayed += 1;
+            } else if let Some(Some(s)) = suppressed.get(i) {
+                fates.push((
+                    i,
+                    Fate::Suppressed(format!("suppressed: {}", s.reason.as_str())),
+                ));
+            } else {
+                to_try.push(i);
+            }
+        }
+        self.node_metrics().outcome("replayed", replayed);
+
+        let mut info = AttemptInfo {
+            attempt: message.attempts + 1,
+            ..AttemptInfo::default()
+        };
+        let max_age = self.inner().config.max_age;
+        if !to_try.is_empty() {
+            if retry::is_expired(message.first_seen, max_age, now) {
+                for &i in &to_try {
+                    fates.push((
+                        i,
+                        Fate::Expired {
+                            reply: None,
+                            reason: format!("expired: not delivered within {max_age:?}"),
+                        },
+                    ));
+                }
+                info.attempt = message.attempts;
+            } else {
+                let mut envelope = message.envelope.clone();
+                envelope.recipients = to_try.iter().map(|&i| recipients[i].clone()).collect();
+                let report = attempt::attempt(&self.inner().clone(), message, &envelope).await;
+                info.mx_host = report.mx_host.clone();
+                info.tls_version = report.tls_version;
+                info.duration_ms = report.started.elapsed().as_millis() as i64;
+                for (&i, verdict) in to_try.iter().zip(report.verdicts) {
+                    fates.push((i, verdict.into()));
+                }
+            }
+        }
+        fates.sort_by_key(|(i, _)| *i);
+        self.finish(message, tenant.as_ref(), fates, info, now)
+            .await
+    }
+
+    fn inner(&self) -> &Arc<Inner> {
+        &self.inner
+    }
+
+    fn node_metrics(&self) -> &DeliverMetrics {
+        &self.inner.metrics
+    }
+
+    /// A paused domain's record goes back to the first retry tier, attempts unchanged.
+    async fn hold_paused(
+        &self,
+        message: &Queued,
+        until: Option<SystemTime>,
+        now: SystemTime,
+    ) -> Option<()> {
+        let delay = self
+            .tiers
+            .first()
+            .copied()
+            .unwrap_or(Duration::from_secs(60));
+        let at = until.map_or(now + delay, |u| u.min(now + delay)).max(now);
+        let mut held = message.clone();
+        held.not_before = Some(at);
+        let record = OutgoingRecord::new(message.routing_key.to_string(), held.encode_to_bytes())
+            .not_before(at);
+        let topic = self.topics.retry(delay);
+        self.retrying("holding a paused domain's mail", || {
+            self.queue.publish(&topic, vec![record.clone()])
+        })
+        .await?;
+        self.node_metrics()
+            .outcome("paused", message.envelope.recipients.len() as u64);
+        Some(())
+    }
+
+    /// Makes every fate durable, then the caller acknowledges the record.
+    async fn finish(
+        &self,
+        message: &Queued,
+        tenant: Option<&Tenant>,
+        mut fates: Vec<(usize, Fate)>,
+        info: AttemptInfo,
+        now: SystemTime,
+    ) -> Option<()> {
+        let recipients = &message.envelope.recipients;
+        let inner = self.inner();
+
+        // Deferred recipients: the next tier, or expiry when it would come too late.
+        let attempts = info.attempt.max(message.attempts);
+        let deferred: Vec<usize> = fates
+            .iter()
+            .filter(|(_, f)| matches!(f, Fate::Deferred { .. }))
+            .map(|(i, _)| *i)
+            .collect();
+        let mut retry_record = None;
+        if !deferred.is_empty() {
+            match retry::next_step(
+                &self.tiers,
+                attempts,
+                message.first_seen,
+                inner.config.max_age,
+                now,
+            ) {
+                NextStep::Retry { delay, at } => {
+                    let mut next = message.clone();
+                    next.attempts = attempts;
+                    next.not_before = Some(at);
+                    next.envelope.recipients =
+                        deferred.iter().map(|&i| recipients[i].clone()).collect();
+                    let record = OutgoingRecord::new(
+                        message.routing_key.to_string(),
+                        next.encode_to_bytes(),
+                    )
+                    .not_before(at);
+                    retry_record = Some((self.topics.retry(delay), record));
+                }
+                NextStep::Expire => {
+                    for (_, fate) in fates.iter_mut() {
+                        if let Fate::Deferred { reply, reason } = fate {
+                            *fate = Fate::Expired {
+                                reply: reply.take(),
+                                reason: format!(
+                                    "expired after {} attempts; last: {reason}",
+                                    attempts
+                                ),
+                            };
+                        }
+                    }
+                }
+            }
+        }
+
+        // The ledger first: once it says delivered, a replay will not mail again.
+        let delivered: Vec<Address> = fates
+            .iter()
+            .filter(|(_, f)| matches!(f, Fate::Delivered(_)))
+            .map(|(i, _)| recipients[*i].address.clone())
+            .collect();
+        if !delivered.is_empty() {
+            self.retrying("ledger write", || {
+                self.state.mark_delivered(message.id, &delivered)
+            })
+            .await?;
+        }
+
+        // Bounce memory: hard bounces suppress the address.
+        if let Some(tenant) = tenant {
+            for (i, fate) in &fates {
+                if let Fate::Bounced { class, reason, .. } = fate {
+                    let address = &recipients[*i].address;
+                    let source = format!("bounce: {reason}");
+                    self.retrying("recording a bounce", || {
+                        self.state.record_bounce(tenant, address, *class, &source)
+                    })
+                    .await?;
+                }
+            }
+        }
+
+        // DSNs (failures; successes where NOTIFY=SUCCESS asked for one), the retry record.
+        let mut mail_records = Vec::new();
+        for dsn in self.dsns(message, &fates, &info, now) {
+            mail_records.push(OutgoingRecord::new(
+                dsn.routing_key.to_string(),
+                dsn.encode_to_bytes(),
+            ));
+        }
+        if !mail_records.is_empty() {
+            let topic = self.topics.mail();
+            self.retrying("queueing DSNs", || {
+                self.queue.publish(&topic, mail_records.clone())
+            })
+            .await?;
+        }
+        if let Some((topic, record)) = retry_record {
+            self.retrying("queueing a retry", || {
+                self.queue.publish(&topic, vec![record.clone()])
+            })
+            .await?;
+        }
+
+        // Events, one per recipient outcome.
+        let events: Vec<OutgoingRecord> = fates
+            .iter()
+            .map(|(i, fate)| {
+                let e = event(message, &recipients[*i], fate, &info, now);
+                OutgoingRecord::new(message.routing_key.to_string(), e.encode_to_bytes())
+            })
+            .collect();
+        if !events.is_empty() {
+            let topic = self.topics.events();
+            self.retrying("publishing events", || {
+                self.queue.publish(&topic, events.clone())
+            })
+            .await?;
+        }
+
+        self.note(message, &fates, now).await;
+        Some(())
+    }
+
+    fn dsns(
+        &self,
+        message: &Queued,
+        fates: &[(usize, Fate)],
+        info: &AttemptInfo,
+        now: SystemTime,
+    ) -> Vec<Queued> {
+        let recipients = &message.envelope.recipients;
+        let remote = (!info.mx_host.is_empty()).then(|| info.mx_host.clone());
+        let block = |r, action, fate: &Fate| dsn_block(r, action, fate, remote.as_deref());
+        let hostname = self.inner().config.hostname.as_str();
+        let failed: Vec<DsnRecipient<'_>> = fates
+            .iter()
+            .filter_map(|(i, fate)| match fate {
+                Fate::Bounced { .. } => Some(block(&recipients[*i], DsnAction::Failed, fate)),
+                Fate::Expired { .. } => Some(block(&recipients[*i], DsnAction::Expired, fate)),
+                _ => None,
+            })
+            .collect();
+        let succeeded: Vec<DsnRecipient<'_>> = fates
+            .iter()
+            .filter_map(|(i, fate)| match fate {
+                Fate::Delivered(_) => Some(block(&recipients[*i], DsnAction::Delivered, fate)),
+                _ => None,
+            })
+            .collect();
+        [failed, succeeded]
+            .into_iter()
+            .filter(|list| !list.is_empty())
+            .filter_map(|list| {
+                dsn::dsn_message(&DsnReport {
+                    reporting_mta: hostname,
+                    message,
+                    recipients: list,
+                    now,
+                })
+            })
+            .collect()
+    }
+
+    /// Operator counters and the message history: best effort (a failure is logged, the
+    /// outcome itself is already durable).
+    async fn note(&self, message: &Queued, fates: &[(usize, Fate)], now: SystemTime) {
+        let domain = message.routing_key.domain();
+        let recipients = &message.envelope.recipients;
+        for (i, fate) in fates {
+            let (counter, kind, metric) = match fate {
+                Fate::Delivered(_) => (
+                    Some(DomainCounter::Delivered),
+                    TrackKind::Delivered,
+                    "delivered",
+                ),
+                Fate::Deferred { .. } => (
+                    Some(DomainCounter::Deferred),
+                    TrackKind::Deferred,
+                    "deferred",
+                ),
+                Fate::Bounced { .. } => {
+                    (Some(DomainCounter::Bounced), TrackKind::Bounced, "bounced")
+                }
+                Fate::Expired { .. } => {
+                    (Some(DomainCounter::Bounced), TrackKind::Expired, "expired")
+                }
+                Fate::Suppressed(_) => (None, TrackKind::Suppressed, "suppressed"),
+            };
+            self.node_metrics().outcome(metric, 1);
+            if let Some(counter) = counter
+                && let Err(error) = self.state.count_domain(domain, counter).await
+            {
+                tracing::debug!(%error, "domain counter not updated");
+            }
+            let entry = TrackEntry {
+                at: now,
+                kind,
+                recipient: Some(recipients[*i].address.to_string()),
+                detail: fate.detail(),
+            };
+            if let Err(error) = self.state.track(message.id, &entry).await {
+                tracing::debug!(%error, "message history not updated");
+            }
+            tracing::info!(id = %message.id, rcpt = %recipients[*i].address,
+                outcome = %fate.outcome(), detail = %fate.detail(), "outcome");
+        }
+    }
+}
+
+/// The DSN block of one recipient.
+fn dsn_block<'a>(
+    recipient: &'a Recipient,
+    action: DsnAction,
+    fate: &Fate,
+    remote: Option<&str>,
+) -> DsnRecipient<'a> {
+    let reply = fate.reply().cloned();
+    let status = match (&reply, fate) {
+        (Some(reply), _) => reply.status(),
+        (None, Fate::Expired { .. }) => "4.4.7".to_owned(),
+        (None, Fate::Bounced { class, .. }) => match class {
+            kurir_core::BounceClass::BadDomain => "5.1.2".to_owned(),
+            _ => "5.0.0".to_owned(),
+        },
+        (None, _) => "2.0.0".to_owned(),
+    };
+    DsnRecipient {
+        recipient,
+        action,
+        status,
+        remote_mta: reply.as_ref().and(remote.map(str::to_owned)),
+        reason: reply.is_none().then(|| fate.detail()),
+        reply,
+    }
+}
+
+/// The event of one recipient's outcome.
+fn event(
+    message: &Queued,
+    recipient: &Recipient,
+    fate: &Fate,
+    info: &AttemptInfo,
+    now: SystemTime,
+) -> v1::Event {
+    let mut e = v1::Event {
+        tenant: message.tenant.clone(),
+        recipient: recipient.address.to_string(),
+        routing_key: message.routing_key.to_string(),
+        reply: fate.reply().map(RemoteReply::to_proto),
+        mx_host: info.mx_host.clone(),
+        tls_version: info.tls_version.unwrap_or_default().to_owned(),
+        attempt: if matches!(fate, Fate::Suppressed(_)) {
+            0
+        } else {
+            info.attempt
+        },
+        queued_ms: now
+            .duration_since(message.first_seen)
+            .unwrap_or_default()
+            .as_millis() as i64,
+        attempt_duration_ms: info.duration_ms,
+        time_unix_ms: time_to_unix_ms(now),
+        tags: message
+            .tags
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        trace: message.trace.clone(),
+        ..v1::Event::default()
+    };
+    e.set_event_id(kurir_core::MessageId::new());
+    e.set_message_id(message.id);
+    e.set_core_outcome(fate.outcome());
+    e
+}

@@ -9,12 +9,12 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use anyhow::{Context, bail, ensure};
 use bytes::Bytes;
-use kurir_core::{Address, Domain, Envelope, ErrorCode, MessageId, Recipient};
-use kurir_proto::Queued;
+use kurir_core::{Address, Domain, Envelope, ErrorCode, MessageId, Outcome, Recipient};
+use kurir_proto::{Queued, v1};
 use kurir_queue::config::Backend;
 use kurir_queue::embedded::EmbeddedQueue;
 use kurir_queue::kafka::KafkaQueue;
-use kurir_queue::{PartitionEvent, Queue, QueueConfig, TopicSpec};
+use kurir_queue::{IncomingRecord, PartitionEvent, Queue, QueueConfig, TopicSpec};
 use kurir_submit::publish::{Accepted, PublishConfig, Publisher, ReceivedFrom, Submission};
 use kurir_testkit::{KafkaBroker, free_port};
 use time::OffsetDateTime;
@@ -197,6 +197,113 @@ async fn embedded_sharded_domains_get_shard_keys() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Suppressed recipients become one SUPPRESSED event each on the events topic, after the
+/// mail (which does not carry them); with no recipient left there is no mail, only events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_suppressed_recipients_become_events() -> anyhow::Result<()> {
+    let (_dir, queue) = embedded()?;
+    let config = publish_config(
+        "kurir.mail",
+        BTreeMap::from([(Domain::parse("hot.test")?, 4)]),
+    );
+    let events_topic = config.events_topic();
+    assert_eq!(events_topic, "kurir.events");
+    ensure_topic(&queue, "kurir.mail").await?;
+    ensure_topic(&queue, &events_topic).await?;
+    let publisher = Publisher::new(queue.clone(), config);
+
+    let mut mixed = smtp_submission(&["ok@cold.test"], "Subject: s\r\n\r\n");
+    mixed.suppressed = ["a@hot.test", "b@Cold.test", "a@hot.test"]
+        .map(|a| Address::parse(a).expect("address"))
+        .to_vec();
+    let mixed_accepted = publish(&publisher, mixed.clone()).await?;
+    assert_eq!(
+        (
+            mixed_accepted.records,
+            mixed_accepted.events,
+            mixed_accepted.events_failed
+        ),
+        (1, 2, 0),
+        "an address given twice is reported once"
+    );
+    let mut only = smtp_submission(&[], "Subject: s\r\n\r\n");
+    only.suppressed = vec![Address::parse("c@cold.test")?];
+    let only_accepted = publish(&publisher, only).await?;
+    assert_eq!(
+        (
+            only_accepted.records,
+            only_accepted.events,
+            only_accepted.events_failed
+        ),
+        (0, 1, 0)
+    );
+
+    let mail = consume(&queue, "kurir.mail", 1).await?;
+    assert_eq!(mail[0].queued.id, mixed_accepted.id);
+    assert_eq!(recipients(&mail[0].queued.envelope), ["ok@cold.test"]);
+
+    let events = consume_events(&queue, &events_topic, 3).await?;
+    let hot_key = format!("hot.test#{}", mixed_accepted.id.to_u128() % 4);
+    let want = [
+        (mixed_accepted.id, "a@hot.test", hot_key.as_str()),
+        (mixed_accepted.id, "b@cold.test", "cold.test"),
+        (only_accepted.id, "c@cold.test", "cold.test"),
+    ];
+    let mut event_ids = Vec::new();
+    for (id, recipient, key) in want {
+        let (record_key, event) = events
+            .iter()
+            .find(|(_, e)| e.recipient == recipient)
+            .with_context(|| format!("no event for {recipient}"))?;
+        assert_eq!(record_key, key);
+        assert_eq!(event.routing_key, key);
+        assert_eq!(event.message_id()?, Some(id));
+        assert_eq!(event.core_outcome()?, Some(Outcome::Suppressed));
+        assert_eq!(event.tenant, "acme");
+        assert_eq!((event.attempt, event.queued_ms), (0, 0));
+        assert_eq!(event.tags, mixed.tags);
+        assert_eq!(
+            event.trace.as_ref().map(|t| t.traceparent.as_str()),
+            Some(TRACEPARENT)
+        );
+        assert!(event.time_unix_ms >= i64::try_from(id.timestamp_ms())?);
+        event_ids.push(event.event_id()?);
+    }
+    event_ids.sort();
+    event_ids.dedup();
+    assert_eq!(event_ids.len(), 3, "fresh event ids");
+    queue.close().await;
+    Ok(())
+}
+
+/// The events topic missing: the message is accepted all the same (its mail is queued), the
+/// lost events are reported in `Accepted`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_unpublished_events_do_not_fail_the_message() -> anyhow::Result<()> {
+    let (_dir, queue) = embedded()?;
+    ensure_topic(&queue, "kurir.mail").await?;
+    let publisher = Publisher::new(queue.clone(), publish_config("kurir.mail", BTreeMap::new()));
+    let mut submission = smtp_submission(&["ok@one.test"], "Subject: s\r\n\r\n");
+    submission.suppressed = vec![Address::parse("gone@one.test")?];
+    let accepted = publish(&publisher, submission).await?;
+    assert_eq!(
+        (accepted.records, accepted.events, accepted.events_failed),
+        (1, 0, 1)
+    );
+    let mail = consume(&queue, "kurir.mail", 1).await?;
+    assert_eq!(mail[0].queued.id, accepted.id);
+    queue.close().await;
+    Ok(())
+}
+
+#[test]
+fn the_events_topic_is_next_to_the_mail_topic() {
+    let events = |topic: &str| publish_config(topic, BTreeMap::new()).events_topic();
+    assert_eq!(events("kurir.mail"), "kurir.events");
+    assert_eq!(events("acme.kurir.mail"), "acme.kurir.events");
+    assert_eq!(events("three"), "three.events");
+}
+
 #[tokio::test]
 async fn no_recipients_is_refused_before_the_queue() -> anyhow::Result<()> {
     let (_dir, queue) = embedded()?;
@@ -330,6 +437,7 @@ fn smtp_submission(rcpts: &[&str], body: &str) -> Submission {
         }),
         traceparent: Some(TRACEPARENT.to_owned()),
         tags: BTreeMap::from([("campaign".to_owned(), "spring".to_owned())]),
+        suppressed: Vec::new(),
     }
 }
 
@@ -418,6 +526,38 @@ struct Consumed {
 /// Joins a fresh consumer group on `topic` and reads `n` records from whichever partitions
 /// it is assigned, acknowledging each.
 async fn consume<Q: Queue>(queue: &Q, topic: &str, n: usize) -> anyhow::Result<Vec<Consumed>> {
+    consume_with(queue, topic, n, |record| {
+        Ok(Consumed {
+            key: record.key.clone(),
+            queued: Queued::decode(record.value.clone())?,
+            traceparent_header: record.header("traceparent").cloned(),
+        })
+    })
+    .await
+}
+
+/// [`consume`] for events: each with its record key.
+async fn consume_events<Q: Queue>(
+    queue: &Q,
+    topic: &str,
+    n: usize,
+) -> anyhow::Result<Vec<(String, v1::Event)>> {
+    consume_with(queue, topic, n, |record| {
+        Ok((
+            record.key.clone(),
+            v1::Event::decode_bytes(record.value.clone())?,
+        ))
+    })
+    .await
+}
+
+/// Joins a fresh consumer group on `topic` and reads `n` records, decoded by `decode`.
+async fn consume_with<Q: Queue, T>(
+    queue: &Q,
+    topic: &str,
+    n: usize,
+    decode: fn(&IncomingRecord) -> anyhow::Result<T>,
+) -> anyhow::Result<Vec<T>> {
     let mut sub = queue
         .subscribe(&format!("test-{topic}"), &[topic.to_owned()])
         .await?;
@@ -440,9 +580,7 @@ async fn consume<Q: Queue>(queue: &Q, topic: &str, n: usize) -> anyhow::Result<V
                 PartitionEvent::Revoked { .. } => {}
             },
             Some(record) = rx.recv() => {
-                let queued = Queued::decode(record.value.clone())?;
-                let traceparent_header = record.header("traceparent").cloned();
-                got.push(Consumed { key: record.key.clone(), queued, traceparent_header });
+                got.push(decode(&record)?);
                 record.ack.done();
             }
             () = tokio::time::sleep_until(deadline) => bail!("got {} of {n} records", got.len()),

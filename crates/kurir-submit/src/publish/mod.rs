@@ -1,15 +1,18 @@
 //! The one path from an accepted message to the queue, shared by SMTP and gRPC: normalise
 //! the message, split its recipients by routing key, publish one record per key, and answer
-//! only once the queue acknowledged every record.
+//! only once the queue acknowledged every record. Recipients left out because they are
+//! suppressed are reported as `SUPPRESSED` events once the message is accepted.
 //!
 //! # Layout
 //! - `mod.rs`: the types and [`Publisher`]: the publish flow, the ack timeout, how queue
 //!   errors become client replies, and the known duplicate window (see [`Publisher::publish`]).
 //! - `normalise.rs`: `Received`, `Message-ID` and `Date`; dates and folding.
 //! - `headers.rs`: finding the header block and the fields it already has.
+//! - `suppressed.rs`: the `SUPPRESSED` events of [`Submission::suppressed`] recipients.
 
 mod headers;
 mod normalise;
+mod suppressed;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -17,9 +20,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use kurir_core::{Domain, Envelope, ErrorCode, MessageId, Recipient};
+use kurir_core::{Address, Domain, Envelope, ErrorCode, MessageId, Recipient};
 use kurir_proto::{Queued, v1};
-use kurir_queue::{OutgoingRecord, PublishError, Queue};
+use kurir_queue::{OutgoingRecord, PublishError, Queue, Topics};
 use tokio::time::Instant;
 use tracing::Instrument;
 
@@ -34,6 +37,18 @@ pub struct PublishConfig {
     pub ack_timeout: Duration,
     /// Hot domains split over several routing-key shards.
     pub shards: BTreeMap<Domain, u16>,
+}
+
+impl PublishConfig {
+    /// The events topic, under the prefix of the mail topic (`kurir.mail` →
+    /// `kurir.events`, as [`Topics`] names them); `<topic>.events` for a mail topic not
+    /// named like that.
+    pub fn events_topic(&self) -> String {
+        match self.topic.strip_suffix(".mail") {
+            Some(prefix) => Topics::new(prefix).events(),
+            None => format!("{}.events", self.topic),
+        }
+    }
 }
 
 /// Where an SMTP message came from, for its `Received` header. `None` for gRPC.
@@ -60,14 +75,25 @@ pub struct Submission {
     pub traceparent: Option<String>,
     /// Labels that travel into every event of the message.
     pub tags: BTreeMap<String, String>,
+    /// Recipients the client was told were accepted but that are left out of the message
+    /// because they are suppressed (SMTP `suppressed_recipients = "drop"`). Each gets one
+    /// `SUPPRESSED` event (one for an address given twice) once the message is accepted. When
+    /// `envelope` has no recipients left, no mail is queued: only these events.
+    pub suppressed: Vec<Address>,
 }
 
-/// A queued message.
+/// An accepted message: queued, or (every recipient suppressed) only reported.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Accepted {
     pub id: MessageId,
-    /// Records published (one per routing key).
+    /// Mail records published (one per routing key); 0 when every recipient was suppressed.
     pub records: usize,
+    /// `SUPPRESSED` events published, one per distinct [`Submission::suppressed`] address.
+    pub events: usize,
+    /// `SUPPRESSED` events that could not be published (already logged). The message is
+    /// accepted all the same: its mail is queued by then, and a suppressed recipient gets
+    /// nothing whatever happens to its event.
+    pub events_failed: usize,
 }
 
 /// Publishes submissions to the queue. Cheap to clone.
@@ -96,10 +122,16 @@ impl<Q: Queue> Publisher<Q> {
 
     /// Normalises, splits and publishes; `Ok` only once every record is durable.
     /// Errors: `QueueUnavailable` (timeout, transient or operator-fixable failure: the client
-    /// retries), `MessageTooLarge` (the queue refused the size), `NoRecipients`.
+    /// retries), `MessageTooLarge` (the queue refused the size), `NoRecipients` (none,
+    /// not even suppressed ones).
     ///
     /// All records go to the queue in one call, so the embedded backend writes them in one
     /// atomic batch: it is all or nothing there.
+    ///
+    /// Then, and only then, each [`Submission::suppressed`] recipient is reported as a
+    /// `SUPPRESSED` event for the message id (see `suppressed.rs`); when no recipient is
+    /// left there is no mail record, only those events. A failed event publish does not fail
+    /// the message (see [`Accepted::events_failed`]).
     ///
     /// # Known gap: duplicates after a failed or late acknowledgement
     ///
@@ -117,7 +149,7 @@ impl<Q: Queue> Publisher<Q> {
     /// producer (abort on partial failure), or a cancellation mark for the message id that
     /// delivery checks before an attempt.
     pub async fn publish(&self, submission: Submission) -> Result<Accepted, ErrorCode> {
-        if submission.envelope.recipients.is_empty() {
+        if submission.envelope.recipients.is_empty() && submission.suppressed.is_empty() {
             return Err(ErrorCode::NoRecipients);
         }
         let id = MessageId::new();
@@ -127,6 +159,7 @@ impl<Q: Queue> Publisher<Q> {
             tenant = %submission.tenant,
             records = tracing::field::Empty,
             bytes = tracing::field::Empty,
+            suppressed = submission.suppressed.len(),
         );
         self.publish_as(id, submission).instrument(span).await
     }
@@ -144,15 +177,27 @@ impl<Q: Queue> Publisher<Q> {
         submission: Submission,
     ) -> Result<Accepted, ErrorCode> {
         let started = Instant::now();
-        let body = self.normalise(id, &submission);
-        let records = self.records(id, &submission, &body);
-        let count = records.len();
-        let span = tracing::Span::current();
-        span.record("records", count);
-        span.record("bytes", body.len());
-        self.send(records).await?;
-        tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, "queued");
-        Ok(Accepted { id, records: count })
+        let mut count = 0;
+        // Every recipient suppressed: no mail to queue, only the events below.
+        if !submission.envelope.recipients.is_empty() {
+            let body = self.normalise(id, &submission);
+            let records = self.records(id, &submission, &body);
+            count = records.len();
+            let span = tracing::Span::current();
+            span.record("records", count);
+            span.record("bytes", body.len());
+            self.send(records).await?;
+            tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, "queued");
+        }
+        // The mail is durable now: the events refer to a message that is really accepted.
+        // Their failure is only reported, never the message's (see `suppressed.rs`).
+        let events = self.publish_suppressed(id, &submission).await;
+        Ok(Accepted {
+            id,
+            records: count,
+            events: events.published,
+            events_failed: events.failed,
+        })
     }
 
     /// One record per routing key, each with the recipients of that key only.

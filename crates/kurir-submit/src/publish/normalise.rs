@@ -174,6 +174,7 @@ mod tests {
             received,
             traceparent: None,
             tags: BTreeMap::new(),
+            suppressed: Vec::new(),
         };
         let id = MessageId::from_u128(u128::from(1_700_000_000_000_u64) << 80);
         (id, normalise(&config, id, &submission))

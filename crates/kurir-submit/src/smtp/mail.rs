@@ -41,6 +41,7 @@ where
         self.tx = Some(Transaction {
             envelope,
             accepted: 0,
+            suppressed: Vec::new(),
             tenant,
             bdat: None,
         });

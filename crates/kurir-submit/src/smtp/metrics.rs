@@ -38,8 +38,22 @@ pub const SUPPRESSED: MetricDef = MetricDef {
     kind: MetricKind::Counter,
 };
 
+/// `kurir_smtp_suppressed_events_total{outcome}`: `SUPPRESSED` events of recipients dropped
+/// at RCPT, `published` or `failed` (the message was accepted all the same).
+pub const SUPPRESSED_EVENTS: MetricDef = MetricDef {
+    name: "kurir_smtp_suppressed_events",
+    help: "Events for suppressed recipients dropped at RCPT, by whether they were published",
+    kind: MetricKind::Counter,
+};
+
 /// Every SMTP metric family.
-pub const ALL: &[MetricDef] = &[CONNECTIONS, SESSIONS, MESSAGES, SUPPRESSED];
+pub const ALL: &[MetricDef] = &[
+    CONNECTIONS,
+    SESSIONS,
+    MESSAGES,
+    SUPPRESSED,
+    SUPPRESSED_EVENTS,
+];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabels {
@@ -63,6 +77,7 @@ pub struct SmtpMetrics {
     sessions: Gauge,
     messages: Family<CodeLabels, Counter>,
     suppressed: Family<ActionLabels, Counter>,
+    suppressed_events: Family<OutcomeLabels, Counter>,
 }
 
 impl SmtpMetrics {
@@ -72,6 +87,7 @@ impl SmtpMetrics {
         metrics.register(&SESSIONS, self.sessions.clone());
         metrics.register(&MESSAGES, self.messages.clone());
         metrics.register(&SUPPRESSED, self.suppressed.clone());
+        metrics.register(&SUPPRESSED_EVENTS, self.suppressed_events.clone());
     }
 
     pub(crate) fn connection(&self, outcome: &'static str) {
@@ -96,6 +112,22 @@ impl SmtpMetrics {
         self.suppressed
             .get_or_create(&ActionLabels { action })
             .inc();
+    }
+
+    /// Counts `n` events of dropped suppressed recipients: `published` or `failed`.
+    pub(crate) fn suppressed_events(&self, outcome: &'static str, n: usize) {
+        if n > 0 {
+            self.suppressed_events
+                .get_or_create(&OutcomeLabels { outcome })
+                .inc_by(n as u64);
+        }
+    }
+
+    /// Suppressed-recipient events counted with `outcome` so far (`published`, `failed`).
+    pub fn suppressed_events_with_outcome(&self, outcome: &'static str) -> u64 {
+        self.suppressed_events
+            .get_or_create(&OutcomeLabels { outcome })
+            .get()
     }
 
     /// Messages counted with reply `code` so far (for tests and the load generator).

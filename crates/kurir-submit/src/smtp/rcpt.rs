@@ -3,8 +3,9 @@
 //! No open relay: a recipient is accepted only from an authenticated user, or from a
 //! client in `relay.allowed_networks` (unless `relay.require_auth`). A suppressed recipient
 //! is refused with `550 5.7.1`, or accepted and left out of the message
-//! (`suppressed_recipients = "drop"`); when the state store cannot answer the client gets
-//! `451 4.3.0` and may retry, rather than mail going to a suppressed address.
+//! (`suppressed_recipients = "drop"`: reported as a `SUPPRESSED` event once the message is
+//! queued, see `submit.rs`); when the state store cannot answer the client gets `451 4.3.0`
+//! and may retry, rather than mail going to a suppressed address.
 
 use kurir_core::{Address, ErrorCode, Recipient};
 use kurir_queue::Queue;
@@ -41,12 +42,12 @@ where
         if to.needs_smtputf8() && !tx.envelope.smtputf8 {
             return self.fail(ErrorCode::Utf8AddressNotAllowed.into());
         }
-        if tx.envelope.recipients.iter().any(|r| r.address == to) {
+        if tx.envelope.recipients.iter().any(|r| r.address == to) || tx.suppressed.contains(&to) {
             return self.reply(Reply::new(250, (2, 1, 5), "Ok (duplicate)"));
         }
         match self.check_suppressed(&to).await {
             Err(code) => self.reply(code.into()),
-            Ok(Verdict::Suppressed) => self.suppressed(),
+            Ok(Verdict::Suppressed) => self.suppressed(to),
             Ok(Verdict::Allowed) => {
                 let recipient = Recipient {
                     address: to,
@@ -90,7 +91,7 @@ where
         })
     }
 
-    fn suppressed(&mut self) {
+    fn suppressed(&mut self, to: Address) {
         match self.shared.config.suppressed_recipients {
             SuppressedAction::Reject => {
                 self.shared.metrics.suppressed("rejected");
@@ -100,6 +101,7 @@ where
                 self.shared.metrics.suppressed("dropped");
                 tracing::info!(peer = %self.peer, "suppressed recipient dropped");
                 if let Some(tx) = &mut self.tx {
+                    tx.suppressed.push(to);
                     tx.accepted += 1;
                 }
                 self.reply(Reply::new(250, (2, 1, 5), "Ok"));

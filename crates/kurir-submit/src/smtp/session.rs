@@ -14,7 +14,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use kurir_core::{Envelope, ErrorCode};
+use kurir_core::{Address, Envelope, ErrorCode};
 use kurir_smtp::{BdatReader, Command, LineError, LineReader, Reply, parse_command};
 use kurir_state::{State, Tenant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -46,6 +46,9 @@ pub(super) struct Transaction {
     pub(super) envelope: Envelope,
     /// RCPTs answered 250, including dropped ones.
     pub(super) accepted: usize,
+    /// Suppressed recipients answered 250 and dropped (`suppressed_recipients = "drop"`):
+    /// each is reported as a `SUPPRESSED` event once the message is queued.
+    pub(super) suppressed: Vec<Address>,
     pub(super) tenant: Tenant,
     /// The body so far, once a BDAT chunk arrived.
     pub(super) bdat: Option<BdatReader>,

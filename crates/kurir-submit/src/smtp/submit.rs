@@ -1,6 +1,11 @@
 //! The end of a message (DATA's final dot or BDAT LAST): hand it to the [`Publisher`] and
 //! answer only once the queue has it. Shared by `data.rs` and `bdat.rs`.
 //!
+//! Recipients dropped at RCPT because they are suppressed go along in the submission: the
+//! publisher reports each as a `SUPPRESSED` event once the mail is queued. When every
+//! recipient was dropped nothing is queued but those events, and the client still gets
+//! `250` with the message id (that is what `drop` is for: the client is not told).
+//!
 //! [`Publisher`]: crate::publish::Publisher
 
 use std::collections::BTreeMap;
@@ -43,13 +48,6 @@ where
     }
 
     async fn publish(&self, tx: Transaction, body: Vec<u8>) -> Reply {
-        if tx.envelope.recipients.is_empty() {
-            // Every recipient was suppressed and dropped: the client is not told (that is
-            // what `drop` is for), nothing is queued.
-            let id = MessageId::new();
-            tracing::info!(peer = %self.peer, %id, "message dropped, all recipients suppressed");
-            return queued(id);
-        }
         let submission = Submission {
             tenant: tx.tenant.as_str().to_owned(),
             envelope: tx.envelope,
@@ -57,10 +55,21 @@ where
             received: Some(self.received_from()),
             traceparent: None,
             tags: BTreeMap::new(),
+            suppressed: tx.suppressed,
         };
         match self.shared.publisher.publish(submission).await {
             Ok(accepted) => {
-                tracing::debug!(peer = %self.peer, id = %accepted.id, records = accepted.records, "message queued");
+                if accepted.records == 0 {
+                    tracing::info!(peer = %self.peer, id = %accepted.id, "message dropped, all recipients suppressed");
+                } else {
+                    tracing::debug!(peer = %self.peer, id = %accepted.id, records = accepted.records, "message queued");
+                }
+                // Lost events do not fail the message: its mail is already queued (or there
+                // was none), and a retry by the client would queue it twice. The publisher
+                // logged them; they are counted here.
+                let metrics = &self.shared.metrics;
+                metrics.suppressed_events("published", accepted.events);
+                metrics.suppressed_events("failed", accepted.events_failed);
                 queued(accepted.id)
             }
             Err(code) => {

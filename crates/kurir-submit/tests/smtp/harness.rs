@@ -8,9 +8,9 @@ use std::time::Duration;
 use argon2::password_hash::{PasswordHasher, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
 use kurir_lifecycle::Lifecycle;
-use kurir_proto::Queued;
+use kurir_proto::{Queued, v1};
 use kurir_queue::embedded::EmbeddedQueue;
-use kurir_queue::{PartitionEvent, Queue, QueueConfig, TopicSpec};
+use kurir_queue::{IncomingRecord, PartitionEvent, Queue, QueueConfig, TopicSpec};
 use kurir_state::embedded::EmbeddedState;
 use kurir_state::{State, StateConfig};
 use kurir_submit::publish::{PublishConfig, Publisher};
@@ -24,6 +24,8 @@ use tokio::sync::mpsc;
 /// Where TCP tests listen.
 pub(crate) const LOOPBACK_0: &str = "127.0.0.1:0";
 pub(crate) const TOPIC: &str = "kurir.mail";
+/// The events topic next to [`TOPIC`] (same prefix), where the publisher writes events.
+pub(crate) const EVENTS_TOPIC: &str = "kurir.events";
 pub(crate) const HOSTNAME: &str = "mx.kurir.test";
 /// In `relay.allowed_networks` by default.
 pub(crate) const LOCAL_PEER: &str = "127.0.0.1:40000";
@@ -106,11 +108,11 @@ impl<St: State + Clone> Harness<St> {
         tweak(&mut config);
         let queue =
             EmbeddedQueue::open(&dir.path().join("queue"), &QueueConfig::default()).unwrap();
-        let spec = TopicSpec {
-            name: TOPIC.into(),
+        let specs = [TOPIC, EVENTS_TOPIC].map(|name| TopicSpec {
+            name: name.into(),
             partitions: 4,
-        };
-        queue.ensure_topics(&[spec]).await.unwrap();
+        });
+        queue.ensure_topics(&specs).await.unwrap();
         let publisher = Publisher::new(
             queue.clone(),
             PublishConfig {
@@ -164,14 +166,44 @@ impl<St: State + Clone> Harness<St> {
     pub(crate) async fn queued(&self, n: usize) -> Vec<Queued> {
         take_queued(&self.queue, n, Duration::from_secs(30)).await
     }
+
+    /// Reads `n` events back from the events topic (then waits a moment for any extra),
+    /// each with its record key.
+    pub(crate) async fn events(&self, n: usize) -> Vec<(String, v1::Event)> {
+        take(
+            &self.queue,
+            "test-events",
+            EVENTS_TOPIC,
+            n,
+            Duration::from_secs(30),
+            |r| {
+                let event = v1::Event::decode_bytes(r.value.clone()).expect("decodes");
+                (r.key.clone(), event)
+            },
+        )
+        .await
+    }
 }
 
 /// Consumes the mail topic until `n` records arrived or `timeout` passed.
 pub(crate) async fn take_queued(queue: &EmbeddedQueue, n: usize, timeout: Duration) -> Vec<Queued> {
-    let mut sub = queue
-        .subscribe("test-reader", &[TOPIC.to_owned()])
-        .await
-        .unwrap();
+    take(queue, "test-reader", TOPIC, n, timeout, |r| {
+        Queued::decode(r.value.clone()).expect("decodes")
+    })
+    .await
+}
+
+/// Consumes `topic` as consumer group `group` until `n` records arrived or `timeout`
+/// passed, decoding each with `decode`.
+async fn take<T: Send + 'static>(
+    queue: &EmbeddedQueue,
+    group: &str,
+    topic: &str,
+    n: usize,
+    timeout: Duration,
+    decode: fn(&IncomingRecord) -> T,
+) -> Vec<T> {
+    let mut sub = queue.subscribe(group, &[topic.to_owned()]).await.unwrap();
     let (tx, mut rx) = mpsc::unbounded_channel();
     let events = tokio::spawn(async move {
         while let Some(event) = sub.next_event().await {
@@ -179,9 +211,9 @@ pub(crate) async fn take_queued(queue: &EmbeddedQueue, n: usize, timeout: Durati
                 let tx = tx.clone();
                 tokio::spawn(async move {
                     while let Some(record) = stream.next().await {
-                        let queued = Queued::decode(record.value.clone()).expect("decodes");
+                        let value = decode(&record);
                         record.ack.done();
-                        let _ = tx.send(queued);
+                        let _ = tx.send(value);
                     }
                 });
             }

@@ -1,8 +1,8 @@
 //! The protocol, verb by verb, on in-memory streams over a real embedded queue and state.
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use kurir_core::{Address, BodyType, Ret};
+use kurir_core::{Address, BodyType, Outcome, Ret};
 use kurir_state::{Reason, Scope, State, Suppression, Tenant};
 use kurir_submit::smtp::{ListenerMode, SuppressedAction};
 
@@ -210,6 +210,87 @@ async fn suppressed_recipient_is_dropped_when_configured() {
         .map(|r| r.address.to_string())
         .collect();
     assert_eq!(rcpts, ["ok@dest.test"]);
+}
+
+/// `drop` with an event: the dropped recipient is reported once, as SUPPRESSED, for the
+/// message that was queued; a message whose every recipient was dropped queues no mail but
+/// is still answered 250 with its id, and its recipients are reported the same way.
+#[tokio::test]
+async fn dropped_recipients_are_reported_as_suppressed_events() {
+    let h = Harness::start(|c| c.suppressed_recipients = SuppressedAction::Drop).await;
+    suppress(&h, "gone@dest.test").await;
+    suppress(&h, "lost@other.test").await;
+    let started = SystemTime::now();
+    let mut c = h.connect();
+    c.expect_reply(220).await;
+    c.expect("EHLO client.test", 250).await;
+
+    // One suppressed and one normal recipient, over DATA.
+    let to = ["gone@dest.test", "ok@dest.test"];
+    let (code, text) = c.send_mail("a@example.test", &to, &message("mixed")).await;
+    assert_eq!(code, 250, "{text}");
+    let mixed = queued_id(&text);
+
+    // Only suppressed recipients (one, given twice and not in normal form), over BDAT.
+    c.expect("MAIL FROM:<a@example.test>", 250).await;
+    c.expect("RCPT TO:<lost@OTHER.test>", 250).await;
+    c.expect("RCPT TO:<lost@other.test>", 250).await;
+    let body = message("only suppressed");
+    c.send(format!("BDAT {} LAST\r\n{body}", body.len())).await;
+    let text = c.expect_reply(250).await;
+    assert!(text.starts_with("250 2.0.0 Ok: queued as "), "{text}");
+    let only = queued_id(&text);
+    assert_ne!(mixed, only);
+    c.expect("QUIT", 221).await;
+
+    // Both replies came after the queue acknowledged: everything is in the queue by now.
+    let q = h.queued(1).await;
+    assert_eq!(q.len(), 1, "only the mixed message is queued as mail");
+    assert_eq!(q[0].id.to_string(), mixed);
+    let rcpts: Vec<String> = q[0]
+        .envelope
+        .recipients
+        .iter()
+        .map(|r| r.address.to_string())
+        .collect();
+    assert_eq!(rcpts, ["ok@dest.test"]);
+
+    let events = h.events(2).await;
+    assert_eq!(
+        events.len(),
+        2,
+        "one event per dropped recipient: {events:?}"
+    );
+    let now = SystemTime::now();
+    let mut event_ids = Vec::new();
+    for (id, recipient, domain) in [
+        (&mixed, "gone@dest.test", "dest.test"),
+        (&only, "lost@other.test", "other.test"),
+    ] {
+        let (key, event) = events
+            .iter()
+            .find(|(_, e)| e.message_id().unwrap().map(|m| m.to_string()).as_ref() == Some(id))
+            .unwrap_or_else(|| panic!("no event for {id}: {events:?}"));
+        assert_eq!(event.core_outcome().unwrap(), Some(Outcome::Suppressed));
+        assert_eq!(event.recipient, recipient);
+        assert_eq!(event.tenant, "default");
+        assert_eq!(event.routing_key, domain);
+        assert_eq!(key, domain);
+        assert_eq!(event.attempt, 0);
+        assert_eq!(event.queued_ms, 0);
+        assert!(event.reply.is_none());
+        assert!(event.tags.is_empty());
+        let at = UNIX_EPOCH + Duration::from_millis(event.time_unix_ms as u64);
+        assert!(
+            started - Duration::from_secs(1) <= at && at <= now,
+            "{at:?} not in {started:?}..{now:?}"
+        );
+        event_ids.push(event.event_id().unwrap());
+    }
+    assert_ne!(event_ids[0], event_ids[1]);
+    let metrics = h.server.metrics();
+    assert_eq!(metrics.suppressed_events_with_outcome("published"), 2);
+    assert_eq!(metrics.suppressed_events_with_outcome("failed"), 0);
 }
 
 #[tokio::test]

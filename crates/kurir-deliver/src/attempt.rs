@@ -162,7 +162,9 @@ pub(crate) async fn attempt(inner: &Arc<Inner>, message: &Queued, envelope: &Env
             let mut stale_retry = true;
             loop {
                 let (lease, to_close) = site.lease(&kind).await;
-                close_later(to_close);
+                if let Some(old) = to_close {
+                    old.quit().await;
+                }
                 let (mut conn, slot, reused) = match lease {
                     Lease::Reused(conn, slot) => (*conn, slot, true),
                     Lease::Fresh(slot) => {
@@ -203,8 +205,7 @@ pub(crate) async fn attempt(inner: &Arc<Inner>, message: &Queued, envelope: &Env
                     Err(e) if reused && stale_retry && is_stale(&e) => {
                         // The receiver closed the idle connection: open a new one.
                         stale_retry = false;
-                        drop(slot);
-                        close_later(Some(conn));
+                        close_later(conn, slot);
                         continue;
                     }
                     Err(e) => {
@@ -223,8 +224,7 @@ pub(crate) async fn attempt(inner: &Arc<Inner>, message: &Queued, envelope: &Env
                         report.mx_host = conn.target().host.clone();
                         report.tls_version = conn.tls_version();
                         report.connected = true;
-                        drop(slot);
-                        close_later(Some(conn));
+                        close_later(conn, slot);
                         return report;
                     }
                 }
@@ -357,16 +357,19 @@ async fn give_back(
 ) {
     let max = inner.config.pool.max_messages_per_connection;
     if conn.is_usable() && conn.transactions() < max && conn.reset().await.is_err() {
-        drop(slot);
-        close_later(Some(conn));
+        close_later(conn, slot);
         return;
     }
-    close_later(site.give_back(conn, slot, kind, max));
+    if let Some((conn, slot)) = site.give_back(conn, slot, kind, max) {
+        close_later(conn, slot);
+    }
 }
 
-/// QUITs a connection in the background (bounded by the quit timeout).
-pub(crate) fn close_later(conn: Option<Connection>) {
-    if let Some(conn) = conn {
-        tokio::spawn(conn.quit());
-    }
+/// QUITs a connection in the background (bounded by the quit timeout), then frees its
+/// slot.
+pub(crate) fn close_later(conn: Connection, slot: crate::throttle::Slot) {
+    tokio::spawn(async move {
+        conn.quit().await;
+        drop(slot);
+    });
 }

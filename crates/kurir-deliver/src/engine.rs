@@ -316,8 +316,8 @@ async fn reap_idle(inner: Arc<Inner>, shutdown: kurir_lifecycle::ShutdownSignal)
             () = shutdown.wait() => return,
             () = tokio::time::sleep(REAP_INTERVAL) => {}
         }
-        for conn in inner.sites.expired(idle_timeout) {
-            attempt::close_later(Some(conn));
+        for (conn, slot) in inner.sites.expired(idle_timeout) {
+            attempt::close_later(conn, slot);
         }
     }
 }

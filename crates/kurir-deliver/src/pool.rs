@@ -67,8 +67,8 @@ impl Site {
     }
 
     /// A connection of `kind` to reuse, or a slot to open one under; waits while the site
-    /// is at its connection limit. Connections to quit (of another kind, closed to free a
-    /// slot) are returned for the caller to close outside any lock.
+    /// is at its connection limit. A connection of another kind closed to free a slot is
+    /// returned too: the caller QUITs it before opening the new one under its slot.
     pub async fn lease(&self, kind: &ConnKind) -> (Lease, Option<Connection>) {
         loop {
             let notified = self.throttle.notified();
@@ -102,17 +102,17 @@ impl Site {
 
     /// Returns a connection after a transaction. It is kept when it is usable, has sent
     /// fewer than `max_messages` and the site is not over its (lowered) limit; otherwise
-    /// it is handed back to be closed.
+    /// it is handed back to be closed, with its slot, which is freed only once the
+    /// connection is closed (so the receiver never sees more than the limit).
     pub fn give_back(
         &self,
         conn: Connection,
         slot: Slot,
         kind: ConnKind,
         max_messages: u32,
-    ) -> Option<Connection> {
+    ) -> Option<(Connection, Slot)> {
         if !conn.is_usable() || conn.transactions() >= max_messages || self.throttle.over_limit() {
-            drop(slot);
-            return Some(conn);
+            return Some((conn, slot));
         }
         self.idle.lock().expect("pool lock").push(Idle {
             conn,
@@ -124,8 +124,9 @@ impl Site {
         None
     }
 
-    /// Idle connections unused for `idle_timeout`, removed from the pool for closing.
-    fn expired(&self, idle_timeout: Duration) -> Vec<Connection> {
+    /// Idle connections unused for `idle_timeout`, removed from the pool for closing (with
+    /// their slots).
+    fn expired(&self, idle_timeout: Duration) -> Vec<(Connection, Slot)> {
         let mut idle = self.idle.lock().expect("pool lock");
         let now = Instant::now();
         let mut out = Vec::new();
@@ -133,8 +134,7 @@ impl Site {
         while i < idle.len() {
             if now.duration_since(idle[i].since) >= idle_timeout {
                 let c = idle.swap_remove(i);
-                drop(c.slot);
-                out.push(c.conn);
+                out.push((c.conn, c.slot));
             } else {
                 i += 1;
             }
@@ -216,7 +216,7 @@ impl Sites {
     }
 
     /// Removes idle connections past `idle_timeout` from every site, for closing.
-    pub fn expired(&self, idle_timeout: Duration) -> Vec<Connection> {
+    pub fn expired(&self, idle_timeout: Duration) -> Vec<(Connection, Slot)> {
         let sites: Vec<_> = self
             .sites
             .lock()

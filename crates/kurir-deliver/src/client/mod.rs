@@ -23,8 +23,21 @@
 //!   354 anyway gets a lone "." and its reply is ignored.
 //! - A transaction that failed with a reply leaves the connection usable after
 //!   [`Connection::reset`]; an IO error or timeout poisons it (`is_usable()` false).
+//!
+//! # Layout
+//! - `conn`: [`Connection`]: connect (TCP, banner, EHLO/HELO, STARTTLS, AUTH), RSET, QUIT.
+//! - `transaction`: `send`: MAIL/RCPT/DATA, pipelined or step by step.
+//! - `commands`: the MAIL/RCPT lines with their parameters, and the dot-stuffed body.
+//! - `ehlo`: [`Capabilities`] from the EHLO reply (`smtp-proto`).
+//! - `tls`: rustls configs per policy, including the verifier that accepts any certificate.
+//! - `wire`: the stream, the read buffer, replies (`smtp-proto`) and timeouts.
 
+mod commands;
 mod conn;
+mod ehlo;
+mod tls;
+mod transaction;
+mod wire;
 
 pub use conn::Connection;
 
@@ -75,7 +88,8 @@ pub struct Capabilities {
     pub chunking: bool,
     pub starttls: bool,
     pub enhanced_status_codes: bool,
-    /// AUTH mechanisms offered, upper case.
+    /// AUTH mechanisms offered, upper case (those `smtp-proto` knows by name; see
+    /// [`Capabilities::offers_auth`]).
     pub auth: Vec<String>,
 }
 

@@ -425,3 +425,164 @@ macro_rules! scenario {
 }
 
 pub(crate) use scenario;
+
+/// Waits (bounded by [`WAIT`]) until `condition` holds.
+pub(crate) async fn wait_until(condition: impl Fn() -> bool) {
+    wait_for("a condition", WAIT, || async { condition().then_some(()) })
+        .await
+        .unwrap();
+}
+
+// --- helpers for the routing, bounce and domain-control scenarios ----------------------
+
+impl Env {
+    /// Every message on the mail topic so far: the ones submitted and the DSNs.
+    pub(crate) fn mail(&self) -> Vec<Queued> {
+        self.mail.lock().unwrap().clone()
+    }
+
+    /// DSNs addressed to `recipient`.
+    pub(crate) fn dsns_to(&self, recipient: &str) -> Vec<Queued> {
+        self.dsns()
+            .into_iter()
+            .filter(|q| {
+                q.envelope
+                    .recipients
+                    .iter()
+                    .any(|r| r.address.to_string() == recipient)
+            })
+            .collect()
+    }
+
+    /// Waits until the mail collector has read a record published after everything that
+    /// went to the mail topic under `domain`'s routing key so far: after this, what is
+    /// not in [`Env::mail`] for that key was never published. The marker has a null
+    /// sender, so whatever becomes of it makes no DSN. Returns the marker's id.
+    pub(crate) async fn sync_mail(&self, domain: &str) -> MessageId {
+        let marker = self
+            .submit(None, &[&format!("sync-marker@{domain}")], "Subject: sync\r\n\r\n.\r\n")
+            .await;
+        wait_for("the mail topic marker", WAIT, || async {
+            self.mail().iter().any(|q| q.id == marker).then_some(())
+        })
+        .await
+        .unwrap();
+        marker
+    }
+
+    /// Suppresses `address` for the default tenant, as an operator would.
+    pub(crate) async fn suppress(&self, address: &str) {
+        let entry = kurir_state::Suppression {
+            scope: kurir_state::Scope::Tenant(kurir_state::Tenant::new("default").unwrap()),
+            address: Address::parse(address).unwrap(),
+            reason: kurir_state::Reason::Manual,
+            source: "test".into(),
+            created: SystemTime::now(),
+            expires: None,
+        };
+        with_backends!(self.backends.clone(), |_q, s| s
+            .suppress(&[entry])
+            .await
+            .unwrap());
+    }
+
+    /// Pauses delivery to `domain` until resumed.
+    pub(crate) async fn pause_domain(&self, domain: &str) {
+        let pause = kurir_state::DomainPause {
+            domain: kurir_core::Domain::parse(domain).unwrap(),
+            until: None,
+            reason: "test".into(),
+        };
+        with_backends!(self.backends.clone(), |_q, s| s
+            .pause_domain(&pause)
+            .await
+            .unwrap());
+    }
+
+    /// Resumes delivery to `domain`; whether it was paused.
+    pub(crate) async fn resume_domain(&self, domain: &str) -> bool {
+        let domain = kurir_core::Domain::parse(domain).unwrap();
+        with_backends!(self.backends.clone(), |_q, s| s
+            .resume_domain(&domain)
+            .await
+            .unwrap())
+    }
+}
+
+/// A DSN taken apart for assertions (RFC 3464).
+#[derive(Debug)]
+pub(crate) struct ParsedDsn {
+    pub(crate) subject: String,
+    /// Part 1, for humans.
+    pub(crate) text: String,
+    /// Part 2, `message/delivery-status`, unfolded: the per-message fields, then one block
+    /// of fields per recipient.
+    pub(crate) blocks: Vec<Vec<(String, String)>>,
+    /// Part 3's content type (`text/rfc822-headers` or `message/rfc822`).
+    pub(crate) returned_type: String,
+}
+
+impl ParsedDsn {
+    /// The recipient block whose `Final-Recipient` is `rfc822; recipient`.
+    pub(crate) fn recipient(&self, recipient: &str) -> &[(String, String)] {
+        let want = format!("rfc822; {recipient}");
+        self.blocks
+            .iter()
+            .skip(1)
+            .find(|b| b.iter().any(|(n, v)| n == "Final-Recipient" && *v == want))
+            .unwrap_or_else(|| panic!("no block for {recipient} in {:?}", self.blocks))
+    }
+}
+
+/// The value of field `name` in a DSN block.
+pub(crate) fn dsn_field<'a>(block: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    block
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+}
+
+/// Parses a queued DSN's body with `mail-parser`, checking that it is a
+/// `multipart/report; report-type=delivery-status` of three parts.
+pub(crate) fn parse_dsn(dsn: &Queued) -> ParsedDsn {
+    use mail_parser::{MessageParser, MessagePart, MimeHeaders};
+    let message = MessageParser::default()
+        .parse(&dsn.body[..])
+        .expect("the DSN parses");
+    let ct = message.content_type().expect("a Content-Type");
+    assert_eq!(
+        (ct.ctype(), ct.subtype()),
+        ("multipart", Some("report")),
+        "{ct:?}"
+    );
+    assert_eq!(ct.attribute("report-type"), Some("delivery-status"));
+    let ids = message.parts[0].sub_parts().expect("a multipart body");
+    let parts: Vec<&MessagePart<'_>> = ids.iter().map(|&i| &message.parts[i as usize]).collect();
+    assert_eq!(parts.len(), 3, "three parts");
+    let type_of = |p: &MessagePart<'_>| {
+        let ct = p.content_type().expect("a part Content-Type");
+        format!("{}/{}", ct.ctype(), ct.subtype().unwrap_or_default())
+    };
+    assert_eq!(type_of(parts[0]), "text/plain");
+    assert_eq!(type_of(parts[1]), "message/delivery-status");
+    let status = std::str::from_utf8(parts[1].contents()).expect("ASCII status fields");
+    let blocks = status
+        .replace("\r\n ", " ")
+        .replace("\r\n\t", " ")
+        .trim_end_matches("\r\n")
+        .split("\r\n\r\n")
+        .map(|block| {
+            block
+                .split("\r\n")
+                .filter_map(|line| line.split_once(':'))
+                .map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned()))
+                .collect()
+        })
+        .collect();
+    ParsedDsn {
+        subject: message.subject().unwrap_or_default().to_owned(),
+        text: parts[0].text_contents().unwrap_or_default().to_owned(),
+        blocks,
+        returned_type: type_of(parts[2]),
+    }
+}

@@ -3,4 +3,21 @@
 
 mod harness;
 
+mod adaptive_backoff;
+mod bounce_dsn;
+mod connection_limit;
 mod delivered;
+mod expiry;
+mod implicit_mx;
+mod later_tier;
+mod mx_fallback;
+mod null_mx;
+mod paused;
+mod rate_limit;
+mod reuse;
+mod size_refusal;
+mod smarthost;
+mod smtputf8_mismatch;
+mod starttls;
+mod suppressed;
+mod two_nodes;

@@ -104,6 +104,11 @@ impl Conn {
         }
     }
 
+    /// Whether input is waiting in the buffer, unread (the client pipelined).
+    pub(super) fn has_buffered(&self) -> bool {
+        !self.buf.is_empty()
+    }
+
     /// Reads more input into the buffer; 0 means end of input.
     async fn fill(&mut self) -> io::Result<usize> {
         self.buf.reserve(READ_CHUNK);

@@ -21,9 +21,11 @@
 //!
 //! # Layout
 //! - [`rules`](Match): stages, matches, actions, and how they are evaluated.
-//! - `session`: one connection's command loop; `conn`: its bytes (lines, bodies, TLS).
+//! - `session`: one connection's command loop; `conn`: its bytes (lines, bodies, TLS);
+//!   `auth`: decoding SASL PLAIN and LOGIN responses.
 //! - [`record`](Transaction): what is recorded.
 
+mod auth;
 mod conn;
 mod record;
 mod rules;
@@ -37,12 +39,13 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::{JoinHandle, JoinSet};
 
-pub use record::{Rcpt, Reply, TlsInfo, Transaction};
+pub use record::{AuthInfo, Rcpt, Reply, TlsInfo, Transaction};
 pub use rules::{Action, Match, RuleId, Stage};
 
 /// The ESMTP extensions the sink advertises in its EHLO reply. Each is also honoured: SIZE is
 /// enforced at MAIL and on the body, BDAT is refused without CHUNKING, enhanced status codes
-/// appear in default replies only when advertised.
+/// appear in default replies only when advertised, AUTH is required before MAIL when
+/// offered. (DSN is only advertised: its parameters are recorded, not acted on.)
 #[derive(Debug, Clone)]
 pub struct Extensions {
     /// Offer STARTTLS with this server config (see [`crate::TestCa::server_config`]).
@@ -56,10 +59,16 @@ pub struct Extensions {
     /// Offer BDAT.
     pub chunking: bool,
     pub enhanced_status_codes: bool,
+    /// Advertise `DSN` (RFC 3461).
+    pub dsn: bool,
+    /// `(user, password)`: once TLS is active, advertise `AUTH PLAIN LOGIN`, answer these
+    /// credentials with 235 and others with 535 5.7.8, and refuse MAIL before a successful
+    /// AUTH with 530 5.7.0 (before TLS too, where AUTH is refused with 538 5.7.11).
+    pub auth: Option<(String, String)>,
 }
 
 impl Default for Extensions {
-    /// Everything but STARTTLS (which needs a certificate) and SIZE.
+    /// Everything but STARTTLS (which needs a certificate), SIZE, DSN and AUTH.
     fn default() -> Self {
         Self {
             starttls: None,
@@ -69,6 +78,8 @@ impl Default for Extensions {
             smtputf8: true,
             chunking: true,
             enhanced_status_codes: true,
+            dsn: false,
+            auth: None,
         }
     }
 }
@@ -251,8 +262,8 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    spawn_session(&mut sessions, stream, shared.clone());
+                Ok((stream, peer)) => {
+                    spawn_session(&mut sessions, stream, peer, shared.clone());
                 }
                 Err(error) => {
                     // Out of descriptors and the like: back off rather than spin.
@@ -265,11 +276,16 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
     }
 }
 
-fn spawn_session(sessions: &mut JoinSet<()>, stream: TcpStream, shared: Arc<Shared>) {
+fn spawn_session(
+    sessions: &mut JoinSet<()>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+) {
     // Replies are small and awaited one by one; Nagle would only add latency.
     let _ = stream.set_nodelay(true);
     let guard = ConnGuard::new(shared.clone());
-    sessions.spawn(session::run(Box::new(stream), shared, guard));
+    sessions.spawn(session::run(Box::new(stream), peer, shared, guard));
 }
 
 /// A running SMTP sink. Stops (closing every connection) when dropped.

@@ -1,6 +1,7 @@
 //! What the sink remembers: one [`Transaction`] per MAIL command, kept once it has ended.
 
 use std::fmt;
+use std::net::SocketAddr;
 
 /// An SMTP reply as the sink sent it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,6 +40,14 @@ pub struct TlsInfo {
     pub sni: Option<String>,
 }
 
+/// A successful AUTH of the session a transaction ran in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthInfo {
+    /// `PLAIN` or `LOGIN`.
+    pub mechanism: String,
+    pub user: String,
+}
+
 /// One RCPT TO and the answer it got.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rcpt {
@@ -60,6 +69,8 @@ impl Rcpt {
 pub struct Transaction {
     /// Which connection (1-based, in accept order) it ran on.
     pub connection: u64,
+    /// The client's address on that connection.
+    pub peer: SocketAddr,
     /// Its number across the sink (1-based, counted at MAIL): what [`super::Match::NthMessage`]
     /// matches.
     pub message: u64,
@@ -67,12 +78,20 @@ pub struct Transaction {
     pub ehlo: String,
     /// `Some` when the transaction ran after STARTTLS.
     pub tls: Option<TlsInfo>,
+    /// `Some` when the session had authenticated before MAIL.
+    pub auth: Option<AuthInfo>,
     /// The reverse path between `<` and `>`, as sent (`""` for the null path).
     pub mail_from: String,
     /// MAIL parameters as sent (`SIZE=123`, `BODY=8BITMIME`).
     pub mail_params: Vec<String>,
     /// Every RCPT, accepted or refused, in order.
     pub rcpts: Vec<Rcpt>,
+    /// The verbs received from MAIL to the end of the transaction, upper case, in order
+    /// (`["MAIL", "RCPT", "DATA"]`), refused ones included.
+    pub commands: Vec<String>,
+    /// Whether more input was already waiting behind the MAIL command when it was read:
+    /// the client pipelined (a client waiting for each reply never leaves any).
+    pub pipelined: bool,
     /// The message as received: dot-unstuffed DATA or the BDAT chunks joined, up to the body
     /// cap. Partial when the transaction broke off during the body.
     pub body: Vec<u8>,

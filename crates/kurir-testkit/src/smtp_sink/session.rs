@@ -5,10 +5,12 @@
 //! protocol, not the script), then the rules for the stage, then the default, which accepts.
 
 use std::io;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
+use super::auth;
 use super::conn::{Body, BodyEnd, Conn, Io, Line};
-use super::record::{Rcpt, Reply, TlsInfo, Transaction};
+use super::record::{AuthInfo, Rcpt, Reply, TlsInfo, Transaction};
 use super::rules::{Action, Ctx, Stage};
 use super::{ConnGuard, Extensions, Shared};
 
@@ -32,6 +34,16 @@ enum Step {
     CutBody(usize),
 }
 
+/// The client's answer to a `334` challenge.
+#[derive(Debug)]
+enum Answer {
+    Text(String),
+    /// `*`: the client cancelled the exchange.
+    Cancelled,
+    /// The client hung up or sent an over-long line.
+    Broken,
+}
+
 /// A transaction being received.
 #[derive(Debug)]
 struct Open {
@@ -44,10 +56,13 @@ struct Session {
     conn: Conn,
     shared: Arc<Shared>,
     guard: ConnGuard,
+    peer: SocketAddr,
     /// The extensions as of the last EHLO (or the connection start).
     ext: Extensions,
     ehlo: Option<String>,
     tls: Option<TlsInfo>,
+    /// Set by a successful AUTH; forgotten at STARTTLS.
+    auth: Option<AuthInfo>,
     txn: Option<Open>,
     errors: u32,
     /// The greeting was a refusal: only QUIT is served (RFC 5321 3.1).
@@ -57,16 +72,18 @@ struct Session {
 }
 
 /// Serves one connection until either side ends it, then records any unfinished transaction.
-pub(super) async fn run(io: Box<dyn Io>, shared: Arc<Shared>, guard: ConnGuard) {
+pub(super) async fn run(io: Box<dyn Io>, peer: SocketAddr, shared: Arc<Shared>, guard: ConnGuard) {
     let ext = shared.extensions();
     let conn = Conn::new(io, shared.limits.max_line);
     let mut session = Session {
         conn,
         shared,
         guard,
+        peer,
         ext,
         ehlo: None,
         tls: None,
+        auth: None,
         txn: None,
         errors: 0,
         no_service: false,
@@ -105,10 +122,14 @@ impl Session {
         if self.no_service && verb != "QUIT" {
             return self.error(503, "5.5.1", "no service, only QUIT").await;
         }
+        if let Some(open) = self.txn.as_mut() {
+            open.record.commands.push(verb.clone());
+        }
         match verb.as_str() {
             "EHLO" => self.ehlo(args, true).await,
             "HELO" => self.ehlo(args, false).await,
             "STARTTLS" => self.starttls(args).await,
+            "AUTH" => self.auth(args).await,
             "MAIL" => self.mail(args).await,
             "RCPT" => self.rcpt(args).await,
             "DATA" => self.data(args).await,
@@ -170,6 +191,8 @@ impl Session {
             (ext.smtputf8, "SMTPUTF8"),
             (ext.chunking, "CHUNKING"),
             (ext.enhanced_status_codes, "ENHANCEDSTATUSCODES"),
+            (ext.dsn, "DSN"),
+            (ext.auth.is_some() && self.tls.is_some(), "AUTH PLAIN LOGIN"),
             (ext.starttls.is_some() && self.tls.is_none(), "STARTTLS"),
         ];
         if let Some(size) = ext.size {
@@ -205,6 +228,7 @@ impl Session {
                 // RFC 3207: the session starts over, forgetting EHLO and any transaction.
                 self.abandon();
                 self.ehlo = None;
+                self.auth = None;
                 match self.conn.start_tls(config).await {
                     Ok(info) => {
                         self.tls = Some(info);
@@ -228,6 +252,9 @@ impl Session {
                 .error(503, "5.5.1", "transaction already started")
                 .await;
         }
+        if self.ext.auth.is_some() && self.auth.is_none() {
+            return self.error(530, "5.7.0", "authentication required").await;
+        }
         let Some((path, params)) = parse_path(args, "FROM:") else {
             return self.error(501, "5.5.4", "syntax: MAIL FROM:<path>").await;
         };
@@ -235,12 +262,16 @@ impl Session {
         let message = self.shared.next_message();
         let record = Transaction {
             connection: self.guard.id,
+            peer: self.peer,
             message,
             ehlo,
             tls: self.tls.clone(),
+            auth: self.auth.clone(),
             mail_from: path,
             mail_params: params,
             rcpts: Vec::new(),
+            commands: vec!["MAIL".to_owned()],
+            pipelined: self.conn.has_buffered(),
             body: Vec::new(),
             bdat: false,
             final_reply: None,
@@ -272,6 +303,74 @@ impl Session {
                 "message size exceeds fixed maximum message size",
             ),
             _ => self.plain(250, "2.1.0", "OK"),
+        }
+    }
+
+    /// AUTH PLAIN or LOGIN, with or without an initial response, when configured and over
+    /// TLS.
+    async fn auth(&mut self, args: &str) -> io::Result<Flow> {
+        let Some(expected) = self.ext.auth.clone() else {
+            return self.error(502, "5.5.1", "AUTH not offered").await;
+        };
+        if self.tls.is_none() {
+            return self
+                .error(538, "5.7.11", "encryption required for authentication")
+                .await;
+        }
+        if self.ehlo.is_none() || self.auth.is_some() || self.txn.is_some() {
+            return self.error(503, "5.5.1", "AUTH not allowed now").await;
+        }
+        let mut words = args.split_ascii_whitespace();
+        let mechanism = words.next().unwrap_or_default().to_ascii_uppercase();
+        let initial = words.next().map(str::to_owned);
+        let given = match mechanism.as_str() {
+            "PLAIN" => match self.response(initial, "").await? {
+                Answer::Text(text) => auth::decode_plain(&text),
+                other => return self.auth_aborted(other).await,
+            },
+            "LOGIN" => {
+                let user = match self.response(initial, auth::LOGIN_USER_PROMPT).await? {
+                    Answer::Text(text) => auth::decode_text(&text),
+                    other => return self.auth_aborted(other).await,
+                };
+                match self.response(None, auth::LOGIN_PASSWORD_PROMPT).await? {
+                    Answer::Text(text) => user.zip(auth::decode_text(&text)),
+                    other => return self.auth_aborted(other).await,
+                }
+            }
+            _ => return self.error(504, "5.5.4", "mechanism not supported").await,
+        };
+        match given {
+            Some((user, password)) if (&user, &password) == (&expected.0, &expected.1) => {
+                self.auth = Some(AuthInfo { mechanism, user });
+                let reply = self.plain(235, "2.7.0", "authentication successful");
+                self.send(&reply).await?;
+                Ok(Flow::Continue)
+            }
+            _ => {
+                self.error(535, "5.7.8", "authentication credentials invalid")
+                    .await
+            }
+        }
+    }
+
+    /// The initial response if the client gave one, else the answer to a `334 prompt`.
+    async fn response(&mut self, initial: Option<String>, prompt: &str) -> io::Result<Answer> {
+        if let Some(text) = initial {
+            return Ok(Answer::Text(text));
+        }
+        self.send(&Reply::new(334, prompt)).await?;
+        Ok(match self.conn.read_line().await? {
+            Line::Text(line) if line == b"*" => Answer::Cancelled,
+            Line::Text(line) => Answer::Text(String::from_utf8_lossy(&line).into_owned()),
+            Line::TooLong | Line::Eof => Answer::Broken,
+        })
+    }
+
+    async fn auth_aborted(&mut self, answer: Answer) -> io::Result<Flow> {
+        match answer {
+            Answer::Cancelled => self.error(501, "5.7.0", "authentication cancelled").await,
+            _ => Ok(Flow::Close),
         }
     }
 

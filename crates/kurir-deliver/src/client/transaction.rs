@@ -1,0 +1,118 @@
+//! One mail transaction on a [`Connection`]: MAIL, RCPT per recipient, DATA and the body,
+//! pipelined (RFC 2920) or one command per round trip.
+
+use super::commands::{dot_stuffed, mail_from, rcpt_to};
+use super::{ClientError, Connection, Phase, Transaction, TransactionReplies};
+use crate::reply::RemoteReply;
+
+impl Connection {
+    /// MAIL, every RCPT and DATA in one write, then the replies in order. DATA is in the
+    /// batch whatever the RCPT replies turn out to be; with no recipient accepted the
+    /// server refuses it (and one that answers 354 gets a lone dot).
+    pub(super) async fn send_pipelined(
+        &mut self,
+        tx: &Transaction<'_>,
+    ) -> Result<TransactionReplies, ClientError> {
+        let envelope = tx.envelope;
+        let caps = self.capabilities();
+        let mut batch = mail_from(envelope, tx.body.len(), caps);
+        for rcpt in &envelope.recipients {
+            batch.push_str(&rcpt_to(rcpt, caps));
+        }
+        batch.push_str("DATA\r\n");
+        let t = self.timeouts;
+        self.wire
+            .send(batch.as_bytes(), Phase::Mail, t.mail)
+            .await?;
+        self.transactions += 1;
+
+        let mail = self.reply(Phase::Mail, t.mail).await?;
+        let mut rcpts = Vec::with_capacity(envelope.recipients.len());
+        for _ in &envelope.recipients {
+            rcpts.push(self.reply(Phase::Rcpt, t.rcpt).await?);
+        }
+        let data = self.reply(Phase::Data, t.data).await?;
+        if !mail.is_positive() || !rcpts.iter().any(RemoteReply::is_positive) {
+            if data.code == 354 {
+                self.abort_data().await?;
+            }
+            if !mail.is_positive() {
+                return Ok(TransactionReplies::MailRefused(mail));
+            }
+            return Ok(TransactionReplies::Sent { rcpts, data: None });
+        }
+        let data = self.data_and_body(data, tx).await?;
+        Ok(TransactionReplies::Sent {
+            rcpts,
+            data: Some(data),
+        })
+    }
+
+    /// One command per round trip; DATA only when a recipient was accepted.
+    pub(super) async fn send_stepwise(
+        &mut self,
+        tx: &Transaction<'_>,
+    ) -> Result<TransactionReplies, ClientError> {
+        let envelope = tx.envelope;
+        let t = self.timeouts;
+        let line = mail_from(envelope, tx.body.len(), self.capabilities());
+        self.wire.send(line.as_bytes(), Phase::Mail, t.mail).await?;
+        self.transactions += 1;
+        let mail = self.reply(Phase::Mail, t.mail).await?;
+        if !mail.is_positive() {
+            return Ok(TransactionReplies::MailRefused(mail));
+        }
+        let mut rcpts = Vec::with_capacity(envelope.recipients.len());
+        for rcpt in &envelope.recipients {
+            let line = rcpt_to(rcpt, self.capabilities());
+            self.wire.send(line.as_bytes(), Phase::Rcpt, t.rcpt).await?;
+            rcpts.push(self.reply(Phase::Rcpt, t.rcpt).await?);
+        }
+        if !rcpts.iter().any(RemoteReply::is_positive) {
+            return Ok(TransactionReplies::Sent { rcpts, data: None });
+        }
+        self.wire.send(b"DATA\r\n", Phase::Data, t.data).await?;
+        let data = self.reply(Phase::Data, t.data).await?;
+        let data = self.data_and_body(data, tx).await?;
+        Ok(TransactionReplies::Sent {
+            rcpts,
+            data: Some(data),
+        })
+    }
+
+    /// Given DATA's reply: the body and the reply after the final dot on 354; the reply
+    /// itself when it refuses.
+    async fn data_and_body(
+        &mut self,
+        data: RemoteReply,
+        tx: &Transaction<'_>,
+    ) -> Result<RemoteReply, ClientError> {
+        if data.code != 354 {
+            if data.is_positive() {
+                // A 2xx here would read as "delivered" for a message never sent.
+                return Err(ClientError::Protocol {
+                    phase: Phase::Data,
+                    detail: format!("DATA answered with {data} instead of 354"),
+                });
+            }
+            return Ok(data);
+        }
+        let t = self.timeouts;
+        let pieces = dot_stuffed(tx.body);
+        self.wire
+            .send_pieces(&pieces, Phase::DataWrite, t.data_write)
+            .await?;
+        self.reply(Phase::DataEnd, t.data_end).await
+    }
+
+    /// A 354 that should not have come (no recipient accepted): an empty message ends the
+    /// DATA, and its reply is ignored (a 421 still ends the session).
+    async fn abort_data(&mut self) -> Result<(), ClientError> {
+        let t = self.timeouts;
+        self.wire
+            .send(b".\r\n", Phase::DataWrite, t.data_write)
+            .await?;
+        self.reply(Phase::DataEnd, t.data_end).await?;
+        Ok(())
+    }
+}

@@ -411,10 +411,19 @@ impl DeliverConfig {
         }
         for (i, r) in self.routes.iter().enumerate() {
             check_patterns(&format!("routes[{i}].domains"), &r.domains)?;
-            if split_host_port(&r.host).is_none() {
+            let Some((host, _)) = split_host_port(&r.host) else {
                 return Err(err(
                     format!("routes[{i}].host"),
                     format!("{:?} is not host:port", r.host),
+                ));
+            };
+            if host.parse::<IpAddr>().is_err() && !self.mx_routing() {
+                return Err(err(
+                    format!("routes[{i}].host"),
+                    format!(
+                        "{host:?} is a name but no resolver is configured: give an IP \
+                         address or set deliver.dns.nameservers"
+                    ),
                 ));
             }
         }

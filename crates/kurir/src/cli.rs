@@ -29,9 +29,10 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run a node: the SMTP submission server on the configured queue and state (embedded
-    /// by default), the /metrics, /healthz, /readyz endpoint, and a bounded drain on
-    /// SIGTERM/SIGINT. The delivery role is not built yet: accepted mail stays queued.
+    /// Run a node: the SMTP submission server and the delivery role on the configured
+    /// queue and state (embedded by default), the /metrics, /healthz, /readyz endpoint,
+    /// and a bounded drain on SIGTERM/SIGINT. MX routing is off until [deliver.dns] is
+    /// configured: without it only [[deliver.routes]] domains are delivered.
     Serve(ServeArgs),
     /// Check or print the configuration.
     #[command(subcommand)]
@@ -60,7 +61,7 @@ pub struct ServeArgs {
     /// `KURIR__SECTION__KEY` environment variables override single keys.
     #[arg(long, short, value_name = "FILE", env = "KURIR_CONFIG")]
     pub config: Option<PathBuf>,
-    /// The roles to run, comma-separated or repeated (deliver is not built yet).
+    /// The roles to run, comma-separated or repeated.
     #[arg(
         long = "role",
         value_enum,

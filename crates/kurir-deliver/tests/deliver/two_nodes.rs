@@ -1,0 +1,72 @@
+//! Two delivery nodes in one consumer group share the partitions: both deliver, every
+//! message arrives exactly once, and when one node leaves the other takes over its
+//! partitions and delivers what remains.
+
+use std::collections::HashMap;
+
+use kurir_proto::v1::Outcome;
+
+use crate::harness::{Env, SENDER, scenario, wait_until};
+
+const DOMAINS: usize = 16;
+
+async fn run(env: Env) {
+    let sink = env.sink("mx.shared.test", 2).await;
+    for d in 0..DOMAINS {
+        env.dns
+            .add_mx(&format!("d{d}.shared.test"), 10, "mx.shared.test");
+    }
+    let a = env.node(env.config()).await;
+    let b = env.node(env.config()).await;
+
+    let mut n = 0;
+    for i in 0..48 {
+        env.submit(
+            Some(SENDER),
+            &[&format!("u{i}@d{}.shared.test", i % DOMAINS)],
+            "Subject: shared\r\n\r\nbody\r\n",
+        )
+        .await;
+        n += 1;
+    }
+    env.wait_events(n).await;
+    let (da, db) = (
+        a.metrics.outcome_count("delivered"),
+        b.metrics.outcome_count("delivered"),
+    );
+    assert_eq!(da + db, 48);
+    assert!(da > 0 && db > 0, "both nodes delivered: {da} + {db}");
+
+    // One node leaves; the other delivers the rest.
+    b.stop().await;
+    for i in 48..80 {
+        env.submit(
+            Some(SENDER),
+            &[&format!("u{i}@d{}.shared.test", i % DOMAINS)],
+            "Subject: shared\r\n\r\nbody\r\n",
+        )
+        .await;
+        n += 1;
+    }
+    wait_until(|| {
+        env.events()
+            .iter()
+            .filter(|e| e.outcome() == Outcome::Delivered)
+            .count()
+            >= n
+    })
+    .await;
+
+    // Exactly once at the receiver.
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for t in sink.transactions() {
+        for r in t.accepted_rcpts() {
+            *seen.entry(r.to_owned()).or_default() += 1;
+        }
+    }
+    assert_eq!(seen.len(), 80);
+    assert!(seen.values().all(|&c| c == 1), "duplicates: {seen:?}");
+    a.stop().await;
+}
+
+scenario!(two_nodes, run);

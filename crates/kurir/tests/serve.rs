@@ -307,8 +307,9 @@ fn queued_messages(data_dir: &Path, expected: usize) -> Vec<kurir_proto::Queued>
 #[test]
 fn serve_accepts_mail_over_smtp_and_queues_it_durably() {
     let dir = tempfile::tempdir().expect("temp dir");
+    // Submission only: a delivery role would consume the records this test reads back.
     let child = kurir()
-        .args(["serve", "--config"])
+        .args(["serve", "--role", "submit", "--config"])
         .arg(serve_config(dir.path(), ""))
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -355,4 +356,178 @@ fn serve_accepts_mail_over_smtp_and_queues_it_durably() {
             "{body}"
         );
     }
+}
+
+/// A DNS server and an SMTP sink on loopback for the delivery role of a `kurir` child, on
+/// a runtime of the test's own.
+struct Peers {
+    runtime: tokio::runtime::Runtime,
+    dns: kurir_testkit::DnsServer,
+    sink: kurir_testkit::SmtpSink,
+}
+
+impl Peers {
+    /// `domains` get MX records pointing at a sink on 127.0.0.2 that takes `delay` per
+    /// message.
+    fn start(domains: &[&str], delay: Duration) -> Self {
+        use kurir_testkit::smtp_sink::{Action, Match, Stage};
+        let runtime = tokio::runtime::Runtime::new().expect("runtime");
+        let port = kurir_testkit::free_port();
+        let (dns, sink) = runtime.block_on(async {
+            let dns = kurir_testkit::DnsServer::start().await.expect("dns");
+            let sink = kurir_testkit::SmtpSink::builder()
+                .ip(std::net::Ipv4Addr::new(127, 0, 0, 2))
+                .port(port)
+                .hostname("mx.sink.test")
+                .start()
+                .await
+                .expect("sink");
+            (dns, sink)
+        });
+        dns.add_a("mx.sink.test", std::net::Ipv4Addr::new(127, 0, 0, 2));
+        for d in domains {
+            dns.add_mx(d, 10, "mx.sink.test");
+        }
+        if !delay.is_zero() {
+            sink.on(Match::Any, Stage::DataEnd, Action::Delay(delay));
+        }
+        Self { runtime, dns, sink }
+    }
+
+    /// The `[deliver]` section pointing the node at these peers.
+    fn deliver_config(&self) -> String {
+        format!(
+            "[deliver]\nhostname = \"mta.kurir.test\"\n[deliver.dns]\nnameservers = [\"{}\"]\nmx_port = {}\n\
+             [deliver.pool]\nmax_connections = 4\n",
+            self.dns.addr(),
+            self.sink.port()
+        )
+    }
+
+    /// Accepted recipients at the sink, with how often each arrived.
+    fn received(&self) -> std::collections::HashMap<String, usize> {
+        let _guard = self.runtime.enter();
+        let mut seen = std::collections::HashMap::new();
+        for t in self.sink.transactions() {
+            for r in t.accepted_rcpts() {
+                *seen.entry(r.to_owned()).or_insert(0) += 1;
+            }
+        }
+        seen
+    }
+}
+
+/// Sends `n` messages (recipient `u<i>@<domain>`) over one smtplib session.
+fn send_many_with_smtplib(port: u16, n: usize, domains: &[&str]) {
+    let domains: Vec<String> = domains.iter().map(|d| format!("\"{d}\"")).collect();
+    let script = format!(
+        r#"
+import smtplib
+domains = [{domains}]
+s = smtplib.SMTP("127.0.0.1", {port}, timeout=30)
+s.ehlo("client.test")
+for i in range({n}):
+    rcpt = "u%d@%s" % (i, domains[i % len(domains)])
+    s.sendmail("sender@sender.test", [rcpt], b"Subject: m%d\r\n\r\nbody\r\n" % i)
+s.quit()
+"#,
+        domains = domains.join(",")
+    );
+    let out = Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn start_serve(config: &Path) -> (Running, u16) {
+    let child = kurir()
+        .args(["serve", "--config"])
+        .arg(config)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn kurir");
+    let mut running = Running(child);
+    let lines = stdout_lines(&mut running.0);
+    let http = announced(&lines, kurir::serve::HTTP_LISTENING);
+    let smtp = announced(&lines, kurir::roles::SMTP_LISTENING);
+    wait_until("/readyz 200", || get(http, "/readyz") == Some(200));
+    (running, smtp.port())
+}
+
+#[test]
+fn serve_delivers_smtp_mail_to_the_recipients_mx() {
+    let domains = ["one.test", "two.test"];
+    let peers = Peers::start(&domains, Duration::ZERO);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = serve_config(dir.path(), &peers.deliver_config());
+    let (mut running, port) = start_serve(&config);
+
+    let reply = send_with_smtplib(port);
+    assert!(reply.starts_with("250 "), "{reply}");
+    wait_until("both recipients delivered", || peers.received().len() == 2);
+    let received = peers.received();
+    assert_eq!(received.get("a@one.test"), Some(&1));
+    assert_eq!(received.get("b@two.test"), Some(&1));
+    let body = {
+        let _guard = peers.runtime.enter();
+        peers.sink.transactions()[0].body_text()
+    };
+    assert!(body.starts_with("Received: from client.test"), "{body}");
+    assert!(body.contains("hello through kurir"), "{body}");
+
+    let kill = Command::new("kill")
+        .args(["-TERM", &running.0.id().to_string()])
+        .status();
+    assert!(kill.expect("run kill").success());
+    assert!(wait_for_exit(&mut running.0).success());
+}
+
+/// A node killed with SIGKILL while delivering: after a restart every message is
+/// delivered; duplicates are possible only for transactions the receiver had accepted
+/// when the process died (at most the connections in flight, 4).
+#[test]
+fn delivery_survives_sigkill_with_every_message_delivered() {
+    const N: usize = 200;
+    let domains = ["k0.test", "k1.test", "k2.test", "k3.test"];
+    let peers = Peers::start(&domains, Duration::from_millis(100));
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = serve_config(dir.path(), &peers.deliver_config());
+    let (mut running, port) = start_serve(&config);
+
+    send_many_with_smtplib(port, N, &domains);
+    wait_until("some deliveries", || peers.received().len() >= 30);
+    let kill = Command::new("kill")
+        .args(["-KILL", &running.0.id().to_string()])
+        .status();
+    assert!(kill.expect("run kill").success());
+    let _ = wait_for_exit(&mut running.0);
+    let before = peers.received().len();
+    assert!(before < N, "the kill came too late to test anything");
+
+    let (mut running, _) = start_serve(&config);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while peers.received().len() < N {
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {N} delivered after the restart",
+            peers.received().len()
+        );
+        std::thread::sleep(POLL);
+    }
+    let received = peers.received();
+    let duplicates: usize = received.values().map(|c| c - 1).sum();
+    eprintln!("delivered {N} after SIGKILL at {before}: {duplicates} duplicates");
+    assert_eq!(received.len(), N);
+    assert!(duplicates <= 4, "{duplicates} duplicates: more than the connections in flight");
+    let kill = Command::new("kill")
+        .args(["-TERM", &running.0.id().to_string()])
+        .status();
+    assert!(kill.expect("run kill").success());
+    assert!(wait_for_exit(&mut running.0).success());
 }

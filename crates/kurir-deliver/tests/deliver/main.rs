@@ -7,6 +7,7 @@ mod adaptive_backoff;
 mod bounce_dsn;
 mod connection_limit;
 mod delivered;
+mod egress_sources;
 mod expiry;
 mod implicit_mx;
 mod later_tier;

@@ -215,38 +215,25 @@ impl Sites {
             .clone()
     }
 
+    fn all(&self) -> Vec<Arc<Site>> {
+        let sites = self.sites.lock().expect("sites lock");
+        sites.values().cloned().collect()
+    }
+
     /// Removes idle connections past `idle_timeout` from every site, for closing.
     pub fn expired(&self, idle_timeout: Duration) -> Vec<(Connection, Slot)> {
-        let sites: Vec<_> = self
-            .sites
-            .lock()
-            .expect("sites lock")
-            .values()
-            .cloned()
-            .collect();
+        let sites = self.all();
         sites.iter().flat_map(|s| s.expired(idle_timeout)).collect()
     }
 
     /// Every idle connection, for closing at shutdown.
     pub fn take_all_idle(&self) -> Vec<Connection> {
-        let sites: Vec<_> = self
-            .sites
-            .lock()
-            .expect("sites lock")
-            .values()
-            .cloned()
-            .collect();
+        let sites = self.all();
         sites.iter().flat_map(|s| s.take_all_idle()).collect()
     }
 
     pub fn snapshot(&self) -> Vec<SiteSnapshot> {
-        let sites: Vec<_> = self
-            .sites
-            .lock()
-            .expect("sites lock")
-            .values()
-            .cloned()
-            .collect();
+        let sites = self.all();
         let mut out: Vec<_> = sites
             .iter()
             .map(|s| SiteSnapshot {

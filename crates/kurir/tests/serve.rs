@@ -308,20 +308,9 @@ fn queued_messages(data_dir: &Path, expected: usize) -> Vec<kurir_proto::Queued>
 fn serve_accepts_mail_over_smtp_and_queues_it_durably() {
     let dir = tempfile::tempdir().expect("temp dir");
     // Submission only: a delivery role would consume the records this test reads back.
-    let child = kurir()
-        .args(["serve", "--role", "submit", "--config"])
-        .arg(serve_config(dir.path(), ""))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn kurir");
-    let mut running = Running(child);
-    let lines = stdout_lines(&mut running.0);
-    let http = announced(&lines, kurir::serve::HTTP_LISTENING);
-    let smtp = announced(&lines, kurir::roles::SMTP_LISTENING);
-    wait_until("/readyz 200", || get(http, "/readyz") == Some(200));
+    let (mut running, port) = start_serve(&serve_config(dir.path(), ""), "submit");
 
-    let reply = send_with_smtplib(smtp.port());
+    let reply = send_with_smtplib(port);
     let id = reply.trim().rsplit(' ').next().expect("an id").to_owned();
     assert!(
         reply.starts_with("250 ") && reply.contains("queued as"),
@@ -474,9 +463,10 @@ s.quit()
     );
 }
 
-fn start_serve(config: &Path) -> (Running, u16) {
+/// `kurir serve --role <roles>` with `config`, once ready; returns it and its SMTP port.
+fn start_serve(config: &Path, roles: &str) -> (Running, u16) {
     let child = kurir()
-        .args(["serve", "--config"])
+        .args(["serve", "--role", roles, "--config"])
         .arg(config)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -496,7 +486,7 @@ fn serve_delivers_smtp_mail_to_the_recipients_mx() {
     let peers = Peers::start(&domains, Duration::ZERO);
     let dir = tempfile::tempdir().expect("temp dir");
     let config = serve_config(dir.path(), &peers.deliver_config());
-    let (mut running, port) = start_serve(&config);
+    let (mut running, port) = start_serve(&config, "all");
 
     let reply = send_with_smtplib(port);
     assert!(reply.starts_with("250 "), "{reply}");
@@ -541,7 +531,7 @@ fn survives_sigkill(cluster: bool) {
     }
     let dir = tempfile::tempdir().expect("temp dir");
     let config = serve_config(dir.path(), &peers.deliver_config());
-    let (mut running, port) = start_serve(&config);
+    let (mut running, port) = start_serve(&config, "all");
 
     send_many_with_smtplib(port, N, &domains);
     wait_until("some deliveries", || peers.received().len() >= 30);
@@ -553,7 +543,7 @@ fn survives_sigkill(cluster: bool) {
     let before = peers.received().len();
     assert!(before < N, "the kill came too late to test anything");
 
-    let (mut running, _) = start_serve(&config);
+    let (mut running, _) = start_serve(&config, "all");
     let deadline = Instant::now() + Duration::from_secs(90);
     while peers.received().len() < N {
         assert!(
@@ -567,7 +557,10 @@ fn survives_sigkill(cluster: bool) {
     let duplicates: usize = received.values().map(|c| c - 1).sum();
     eprintln!("delivered {N} after SIGKILL at {before}: {duplicates} duplicates");
     assert_eq!(received.len(), N);
-    assert!(duplicates <= 4, "{duplicates} duplicates: more than the connections in flight");
+    assert!(
+        duplicates <= 4,
+        "{duplicates} duplicates: more than the connections in flight"
+    );
     let kill = Command::new("kill")
         .args(["-TERM", &running.0.id().to_string()])
         .status();

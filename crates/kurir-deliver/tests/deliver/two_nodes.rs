@@ -10,6 +10,17 @@ use crate::harness::{Env, SENDER, scenario, wait_until};
 
 const DOMAINS: usize = 16;
 
+async fn submit(env: &Env, range: std::ops::Range<usize>) {
+    for i in range {
+        env.submit(
+            Some(SENDER),
+            &[&format!("u{i}@d{}.shared.test", i % DOMAINS)],
+            "Subject: shared\r\n\r\nbody\r\n",
+        )
+        .await;
+    }
+}
+
 async fn run(env: Env) {
     let sink = env.sink("mx.shared.test", 2).await;
     for d in 0..DOMAINS {
@@ -19,17 +30,8 @@ async fn run(env: Env) {
     let a = env.node(env.config()).await;
     let b = env.node(env.config()).await;
 
-    let mut n = 0;
-    for i in 0..48 {
-        env.submit(
-            Some(SENDER),
-            &[&format!("u{i}@d{}.shared.test", i % DOMAINS)],
-            "Subject: shared\r\n\r\nbody\r\n",
-        )
-        .await;
-        n += 1;
-    }
-    env.wait_events(n).await;
+    submit(&env, 0..48).await;
+    env.wait_events(48).await;
     let (da, db) = (
         a.metrics.outcome_count("delivered"),
         b.metrics.outcome_count("delivered"),
@@ -39,21 +41,13 @@ async fn run(env: Env) {
 
     // One node leaves; the other delivers the rest.
     b.stop().await;
-    for i in 48..80 {
-        env.submit(
-            Some(SENDER),
-            &[&format!("u{i}@d{}.shared.test", i % DOMAINS)],
-            "Subject: shared\r\n\r\nbody\r\n",
-        )
-        .await;
-        n += 1;
-    }
+    submit(&env, 48..80).await;
     wait_until(|| {
         env.events()
             .iter()
             .filter(|e| e.outcome() == Outcome::Delivered)
             .count()
-            >= n
+            >= 80
     })
     .await;
 

@@ -377,6 +377,32 @@ impl<Q: Queue + Clone, S: State + Clone> Node<Q, S> {
         }
     }
 
+    /// A state store operation: retried while the store is unavailable; any other error
+    /// (an unknown tenant, an invalid or corrupt entry) will not go away by retrying, so
+    /// it is logged and `fallback` stands in for the answer.
+    async fn state_op<T, F, Fut>(&self, what: &str, fallback: T, mut op: F) -> Option<T>
+    where
+        T: Clone,
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, StateError>>,
+    {
+        self.retrying(what, || {
+            let attempt = op();
+            let fallback = fallback.clone();
+            async move {
+                match attempt.await {
+                    Err(StateError::Unavailable(m)) => Err(StateError::Unavailable(m)),
+                    Err(error) => {
+                        tracing::error!(%error, "{what}: not retried");
+                        Ok(fallback)
+                    }
+                    ok => ok,
+                }
+            }
+        })
+        .await
+    }
+
     async fn process(&self, message: &Queued) -> Option<()> {
         let now = SystemTime::now();
         let domain = message.routing_key.domain();
@@ -385,8 +411,11 @@ impl<Q: Queue + Clone, S: State + Clone> Node<Q, S> {
         }
         let recipients = &message.envelope.recipients;
         let addrs: Vec<Address> = recipients.iter().map(|r| r.address.clone()).collect();
+        let not_delivered = vec![false; addrs.len()];
         let delivered = self
-            .retrying("ledger check", || self.state.delivered(message.id, &addrs))
+            .state_op("ledger check", not_delivered, || {
+                self.state.delivered(message.id, &addrs)
+            })
             .await?;
         let tenant = Tenant::new(if message.tenant.is_empty() {
             "default"
@@ -394,17 +423,15 @@ impl<Q: Queue + Clone, S: State + Clone> Node<Q, S> {
             &message.tenant
         })
         .ok();
+        let none = vec![None; addrs.len()];
         let suppressed = match &tenant {
             Some(t) => {
-                self.retrying("suppression check", || async {
-                    match self.state.check_suppressed(t, &addrs).await {
-                        Err(StateError::UnknownTenant(_)) => Ok(vec![None; addrs.len()]),
-                        other => other,
-                    }
+                self.state_op("suppression check", none, || {
+                    self.state.check_suppressed(t, &addrs)
                 })
                 .await?
             }
-            None => vec![None; addrs.len()],
+            None => none,
         };
 
         let mut fates: Vec<(usize, Fate)> = Vec::new();
@@ -557,7 +584,7 @@ impl<Q: Queue + Clone, S: State + Clone> Node<Q, S> {
             .map(|(i, _)| recipients[*i].address.clone())
             .collect();
         if !delivered.is_empty() {
-            self.retrying("ledger write", || {
+            self.state_op("ledger write", (), || {
                 self.state.mark_delivered(message.id, &delivered)
             })
             .await?;
@@ -569,7 +596,8 @@ impl<Q: Queue + Clone, S: State + Clone> Node<Q, S> {
                 if let Fate::Bounced { class, reason, .. } = fate {
                     let address = &recipients[*i].address;
                     let source = format!("bounce: {reason}");
-                    self.retrying("recording a bounce", || {
+                    let fallback = kurir_state::BounceVerdict::default();
+                    self.state_op("recording a bounce", fallback, || {
                         self.state.record_bounce(tenant, address, *class, &source)
                     })
                     .await?;

@@ -1,4 +1,6 @@
-//! SMTP without IO, shared by the submission server, the delivery client and the fuzzers.
+//! SMTP without IO, shared by the submission server and the fuzzers. (The delivery client
+//! in `kurir-deliver` reads replies with `smtp-proto` directly: it needs none of the
+//! server-side validation here.)
 //!
 //! The command grammar comes from Stalwart's `smtp-proto` (a well-kept parser used in
 //! production by Stalwart Mail Server, fuzzed upstream); this crate turns its output into

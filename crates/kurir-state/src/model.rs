@@ -207,7 +207,7 @@ pub struct Page<T> {
 }
 
 /// What recording a bounce did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct BounceVerdict {
     /// Soft bounces of the address within the window, this one included (0 for a hard
     /// bounce).

@@ -2,9 +2,15 @@
 //! delivered through MX routing, each recipient gets a DELIVERED event with the MX host,
 //! and the ledger keeps a replay from mailing twice.
 
-use kurir_proto::v1::Outcome;
+use std::time::SystemTime;
 
-use crate::harness::{Env, SENDER, scenario};
+use bytes::Bytes;
+use kurir_core::{Address, Domain, Envelope, Recipient, RoutingKey};
+use kurir_proto::Queued;
+use kurir_proto::v1::Outcome;
+use kurir_queue::OutgoingRecord;
+
+use crate::harness::{Env, SENDER, scenario, wait_until};
 
 async fn run(env: Env) {
     let a = env.sink("mx1.one.test", 2).await;
@@ -44,6 +50,28 @@ async fn run(env: Env) {
     assert!(ta[0].body_text().contains("hello"));
     assert_eq!(ta[0].ehlo, crate::harness::HOSTNAME);
     assert_eq!(b.transactions()[0].accepted_rcpts(), vec!["cy@two.test"]);
+
+    // A replay of an already delivered record (a crash before its commit, a rebalance)
+    // is recognised by the ledger and not mailed again.
+    let mut envelope = Envelope::new(Some(Address::parse(SENDER).unwrap()));
+    envelope.recipients = vec![Recipient::new(Address::parse("ann@one.test").unwrap())];
+    let replay = Queued {
+        id,
+        tenant: "default".into(),
+        routing_key: RoutingKey::new(Domain::parse("one.test").unwrap()),
+        envelope,
+        attempts: 0,
+        first_seen: SystemTime::now(),
+        not_before: None,
+        trace: None,
+        tags: Default::default(),
+        body: Bytes::from_static(b"Subject: hi\r\n\r\nhello\r\n"),
+    };
+    env.publish_mail(vec![OutgoingRecord::new("one.test", replay.encode_to_bytes())])
+        .await;
+    wait_until(|| node.metrics.outcome_count("replayed") == 1).await;
+    assert_eq!(a.transactions().len(), 1, "the replay was not mailed");
+    assert_eq!(env.events().len(), 3, "and made no event");
     node.stop().await;
 }
 

@@ -27,4 +27,7 @@ pub use queued::Queued;
 #[allow(clippy::all, clippy::pedantic, missing_docs, rustdoc::all)]
 pub mod v1 {
     include!("gen/kurir.v1.rs");
+
+    /// The encoded `FileDescriptorSet` of every `.proto` file, for gRPC server reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!("gen/kurir.v1.bin");
 }

@@ -16,6 +16,9 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
+/// The encoded `FileDescriptorSet` of `proto/`, checked in next to the code.
+const DESCRIPTOR_FILE: &str = "kurir.v1.bin";
+
 /// Set to write the generated code into `src/gen/` instead of comparing.
 const REGENERATE_ENV: &str = "KURIR_REGENERATE_PROTO";
 const REGENERATE_COMMAND: &str =
@@ -69,9 +72,8 @@ fn prost_config(out_dir: &Path) -> prost_build::Config {
 
 /// Compiles `proto/` into `out_dir`.
 ///
-/// When the gRPC services arrive, the last step becomes
-/// `tonic_prost_build::configure().compile_fds_with_config(fds, prost_config(out_dir))`
-/// (with tonic-prost-build as a dev-dependency); everything else stays.
+/// Messages come from prost-build (configured by [`prost_config`]), the gRPC clients and
+/// servers from tonic-prost-build, and the encoded descriptor set is written next to them.
 fn generate(out_dir: &Path) {
     let root = proto_root();
     let files = proto_files(&root);
@@ -81,27 +83,35 @@ fn generate(out_dir: &Path) {
         root.display()
     );
     let fds = protox::compile(&files, [&root]).unwrap_or_else(|e| panic!("protox: {e:?}"));
-    prost_config(out_dir)
-        .compile_fds(fds)
-        .unwrap_or_else(|e| panic!("prost-build: {e}"));
+    // The descriptor set, for gRPC server reflection (`v1::FILE_DESCRIPTOR_SET`).
+    let descriptor = prost::Message::encode_to_vec(&fds);
+    fs::write(out_dir.join(DESCRIPTOR_FILE), descriptor).expect("write the descriptor set");
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .out_dir(out_dir)
+        .compile_fds_with_config(fds, prost_config(out_dir))
+        .unwrap_or_else(|e| panic!("tonic-prost-build: {e}"));
 }
 
-/// The `.rs` files of `dir` by name.
-fn rust_files(dir: &Path) -> BTreeMap<String, String> {
+/// The generated files of `dir` (`.rs` and the descriptor set) by name.
+fn rust_files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
     let Ok(entries) = fs::read_dir(dir) else {
         return BTreeMap::new();
     };
     entries
         .map(|entry| entry.expect("directory entry").path())
-        .filter(|path| path.extension().is_some_and(|ext| ext == "rs"))
+        .filter(|path| {
+            path.extension().is_some_and(|ext| ext == "rs")
+                || path.file_name().is_some_and(|n| n == DESCRIPTOR_FILE)
+        })
         .map(|path| {
             let name = path
                 .file_name()
                 .expect("file name")
                 .to_string_lossy()
                 .into_owned();
-            let text = fs::read_to_string(&path)
-                .unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+            let text = fs::read(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
             (name, text)
         })
         .collect()
@@ -150,7 +160,10 @@ fn generated_code_is_fresh() {
             None => problems.push(format!("src/gen/{name} is missing")),
             Some(old) if old != text => problems.push(format!(
                 "src/gen/{name} is stale; {}",
-                first_difference(text, old)
+                first_difference(
+                    &String::from_utf8_lossy(text),
+                    &String::from_utf8_lossy(old)
+                )
             )),
             Some(_) => {}
         }
@@ -174,8 +187,13 @@ fn generated_code_is_fresh() {
 fn every_generated_file_is_included() {
     let lib = fs::read_to_string(crate_dir().join("src/lib.rs")).expect("read src/lib.rs");
     for name in rust_files(&gen_dir()).keys() {
+        let macro_name = if name == DESCRIPTOR_FILE {
+            "include_bytes"
+        } else {
+            "include"
+        };
         assert!(
-            lib.contains(&format!("include!(\"gen/{name}\")")),
+            lib.contains(&format!("{macro_name}!(\"gen/{name}\")")),
             "src/lib.rs does not include src/gen/{name}"
         );
     }

@@ -1,0 +1,59 @@
+//! The gRPC API (`proto/kurir/v1/{submission,suppression,admin}.proto`) on tonic.
+//!
+//! CONTRACT (implemented by helpers; the binary relies on exactly this API):
+//! - [`GrpcServer::new`] checks the config (TLS files load, key hashes parse) and builds
+//!   the services; [`GrpcServer::serve`] serves on a bound listener until the lifecycle
+//!   shuts down, then stops accepting and lets calls in flight finish (bounded by the
+//!   lifecycle's drain), with `grpc.health.v1` (SERVING until shutdown, then NOT_SERVING)
+//!   and server reflection (`v1::FILE_DESCRIPTOR_SET`).
+//! - Authentication ([`auth`]): `authorization: Bearer <key>` metadata; the key's SHA-256
+//!   is looked up among `[[grpc.api_keys]]` (constant-time compare); missing or unknown →
+//!   UNAUTHENTICATED; a service the key may not call or another tenant's data →
+//!   PERMISSION_DENIED; over its rate → RESOURCE_EXHAUSTED. With mTLS, a client without a
+//!   valid certificate never gets past the handshake.
+//! - Submission ([`submission`]) goes through the same [`crate::publish::Publisher`] as
+//!   SMTP: a raw message with its envelope is normalised the same way (Message-ID, Date;
+//!   no Received header), a structured one is built with `mail-builder` first; suppressed
+//!   recipients are reported per recipient (and as SUPPRESSED events), not silently
+//!   dropped; idempotency keys go through `State::claim_idempotency_key`.
+//! - Suppression ([`suppression`]) and admin ([`admin`]) map onto `kurir_state::State`,
+//!   `kurir_state::bulk`, `kurir_queue::Queue` and [`AdminHooks`].
+
+pub mod admin;
+pub mod auth;
+pub mod config;
+pub mod server;
+pub mod submission;
+pub mod suppression;
+
+use std::sync::Arc;
+
+pub use config::{ApiKeyConfig, ApiService, GrpcConfig, GrpcTlsConfig};
+pub use server::GrpcServer;
+
+use kurir_proto::v1;
+
+/// What the admin service needs from outside this crate: the delivery role's site state
+/// (when it runs in this process), the topics to create, the maximum queue age.
+#[derive(Clone)]
+pub struct AdminHooks {
+    /// Per-site delivery state; `None` when this process does not deliver.
+    pub sites: Option<Arc<dyn Fn() -> Vec<v1::SiteStats> + Send + Sync>>,
+    /// The delivery group's name and its topics (mail and retry tiers), for lag.
+    pub group: String,
+    pub delivery_topics: Vec<String>,
+    /// Every topic with its partition count, for `InitTopics`.
+    pub topic_specs: Vec<kurir_queue::TopicSpec>,
+    /// The default length of a bounce order (`deliver.max_age`).
+    pub max_age: std::time::Duration,
+}
+
+impl std::fmt::Debug for AdminHooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminHooks")
+            .field("sites", &self.sites.is_some())
+            .field("group", &self.group)
+            .field("delivery_topics", &self.delivery_topics)
+            .finish_non_exhaustive()
+    }
+}

@@ -23,7 +23,7 @@ use kurir_queue::{
     Ack, OutgoingRecord, PartitionEvent, PartitionStream, Queue, QueueConfig, QueueError, Topics,
 };
 use kurir_state::controls::DomainControls;
-use kurir_state::{DomainCounter, State, StateError, Tenant, TrackEntry, TrackKind};
+use kurir_state::{DomainCounter, PauseAction, State, StateError, Tenant, TrackEntry, TrackKind};
 use tokio_util::task::TaskTracker;
 
 use crate::attempt::{self, Verdict};
@@ -113,6 +113,8 @@ struct Node<Q, S> {
     topics: Topics,
     tiers: Vec<Duration>,
     tracker: TaskTracker,
+    /// Partitions this node owns now.
+    assigned: Mutex<std::collections::BTreeSet<(String, u32)>>,
 }
 
 /// A recipient's final word in this round.
@@ -133,6 +135,9 @@ enum Fate {
         reason: String,
     },
     Suppressed(String),
+    /// Bounced by an operator's bounce order (`AdminService.BounceDomain`): a bounce with
+    /// a DSN, but not remembered against the address.
+    Cancelled(String),
 }
 
 impl Fate {
@@ -143,6 +148,7 @@ impl Fate {
             Self::Bounced { class, .. } => Outcome::Bounced(*class),
             Self::Expired { .. } => Outcome::Expired,
             Self::Suppressed(_) => Outcome::Suppressed,
+            Self::Cancelled(_) => Outcome::Bounced(kurir_core::BounceClass::Policy),
         }
     }
 
@@ -152,7 +158,7 @@ impl Fate {
             Self::Deferred { reply, .. }
             | Self::Bounced { reply, .. }
             | Self::Expired { reply, .. } => reply.as_ref(),
-            Self::Suppressed(_) => None,
+            Self::Suppressed(_) | Self::Cancelled(_) => None,
         }
     }
 
@@ -163,6 +169,7 @@ impl Fate {
             | Self::Bounced { reason, .. }
             | Self::Expired { reason, .. }
             | Self::Suppressed(reason) => reason.clone(),
+            Self::Cancelled(reason) => format!("cancelled by an operator: {reason}"),
         }
     }
 }
@@ -240,12 +247,19 @@ impl<Q: Queue + Clone, S: State + Clone> Deliverer<Q, S> {
                 topics: queue_config.topics(),
                 tiers: queue_config.retry_tiers.clone(),
                 tracker: TaskTracker::new(),
+                assigned: Mutex::default(),
             }),
         })
     }
 
     pub fn metrics(&self) -> &DeliverMetrics {
         &self.node.inner.metrics
+    }
+
+    /// The partitions (of the mail topic and the retry tiers) this node owns now.
+    pub fn assigned_partitions(&self) -> Vec<(String, u32)> {
+        let assigned = self.node.assigned.lock().expect("assigned lock");
+        assigned.iter().cloned().collect()
     }
 
     /// Every site's throttle state (and why it is lowered), idle connections, down mark.
@@ -266,6 +280,15 @@ impl<Q: Queue + Clone, S: State + Clone> Deliverer<Q, S> {
     /// for the next owner), leaves the group and closes idle connections.
     pub async fn run(self, drain: Duration) -> Result<(), QueueError> {
         let node = self.node.clone();
+        // The pauses are read before any record is taken: until the first poll answers no
+        // domain counts as paused, and a node starting on a backlog would mail them.
+        if node
+            .retrying("reading domain pauses", || node.controls.refresh_now())
+            .await
+            .is_none()
+        {
+            return Ok(()); // shut down before starting
+        }
         let mut subscription = node
             .queue
             .subscribe(&node.inner.config.group, &self.topics())
@@ -280,10 +303,18 @@ impl<Q: Queue + Clone, S: State + Clone> Deliverer<Q, S> {
                     Some(PartitionEvent::Assigned(stream)) => {
                         tracing::info!(topic = %stream.topic, partition = stream.partition,
                             "partition assigned");
+                        node.assigned
+                            .lock()
+                            .expect("assigned lock")
+                            .insert((stream.topic.to_string(), stream.partition));
                         partitions.spawn(node.clone().partition(stream));
                     }
                     Some(PartitionEvent::Revoked { topic, partition }) => {
                         tracing::info!(%topic, partition, "partition revoked");
+                        node.assigned
+                            .lock()
+                            .expect("assigned lock")
+                            .remove(&(topic.to_string(), partition));
                     }
                     None => break,
                 },
@@ -406,9 +437,11 @@ impl<Q: Queue + Clone, S: State + Clone> Node<Q, S> {
     async fn process(&self, message: &Queued) -> Option<()> {
         let now = SystemTime::now();
         let domain = message.routing_key.domain();
-        if let Some(pause) = self.controls.is_paused(domain) {
-            return self.hold_paused(message, pause.until, now).await;
-        }
+        let bounce_order = match self.controls.is_paused(domain) {
+            Some(pause) if pause.action == PauseAction::Bounce => Some(pause.reason),
+            Some(pause) => return self.hold_paused(message, pause.until, now).await,
+            None => None,
+        };
         let recipients = &message.envelope.recipients;
         let addrs: Vec<Address> = recipients.iter().map(|r| r.address.clone()).collect();
         let not_delivered = vec![false; addrs.len()];
@@ -456,7 +489,13 @@ impl<Q: Queue + Clone, S: State + Clone> Node<Q, S> {
             ..AttemptInfo::default()
         };
         let max_age = self.inner().config.max_age;
-        if !to_try.is_empty() {
+        if let Some(reason) = bounce_order {
+            // An operator's bounce order: nothing is attempted; the DSN carries the reason.
+            for &i in &to_try {
+                fates.push((i, Fate::Cancelled(reason.clone())));
+            }
+            info.attempt = message.attempts;
+        } else if !to_try.is_empty() {
             if retry::is_expired(message.first_seen, max_age, now) {
                 for &i in &to_try {
                     fates.push((
@@ -663,6 +702,7 @@ impl<Q: Queue + Clone, S: State + Clone> Node<Q, S> {
             .filter_map(|(i, fate)| match fate {
                 Fate::Bounced { .. } => Some(block(&recipients[*i], DsnAction::Failed, fate)),
                 Fate::Expired { .. } => Some(block(&recipients[*i], DsnAction::Expired, fate)),
+                Fate::Cancelled(_) => Some(block(&recipients[*i], DsnAction::Failed, fate)),
                 _ => None,
             })
             .collect();
@@ -704,7 +744,7 @@ impl<Q: Queue + Clone, S: State + Clone> Node<Q, S> {
                     TrackKind::Deferred,
                     "deferred",
                 ),
-                Fate::Bounced { .. } => {
+                Fate::Bounced { .. } | Fate::Cancelled(_) => {
                     (Some(DomainCounter::Bounced), TrackKind::Bounced, "bounced")
                 }
                 Fate::Expired { .. } => {
@@ -744,6 +784,7 @@ fn dsn_block<'a>(
     let status = match (&reply, fate) {
         (Some(reply), _) => reply.status(),
         (None, Fate::Expired { .. }) => "4.4.7".to_owned(),
+        (None, Fate::Cancelled(_)) => "5.0.0".to_owned(),
         (None, Fate::Bounced { class, .. }) => match class {
             kurir_core::BounceClass::BadDomain => "5.1.2".to_owned(),
             _ => "5.0.0".to_owned(),

@@ -223,6 +223,7 @@ mod tests {
             domain: Domain::parse(domain).unwrap(),
             until,
             reason: "test".into(),
+            action: crate::model::PauseAction::Hold,
         }
     }
 

@@ -29,8 +29,8 @@ use kurir_core::{Address, BounceClass, Domain, MessageId};
 pub use config::StateConfig;
 pub use error::StateError;
 pub use model::{
-    BounceVerdict, Claim, DomainCounter, DomainCounters, DomainPause, Page, Reason, Scope,
-    Suppression, Tenant, TrackEntry, TrackKind,
+    BounceVerdict, Claim, DomainCounter, DomainCounters, DomainPause, Page, PauseAction, Reason,
+    Scope, Suppression, Tenant, TrackEntry, TrackKind,
 };
 
 /// Shorthand for the futures the trait returns.

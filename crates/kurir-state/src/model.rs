@@ -266,13 +266,49 @@ pub struct TrackEntry {
     pub detail: String,
 }
 
-/// A paused domain: delivery nodes do not attempt it until it is resumed or `until` passes.
+/// A paused domain: delivery nodes do not attempt it until it is resumed or `until` passes;
+/// what they do with its mail meanwhile is the [`PauseAction`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DomainPause {
     #[serde(with = "domain_serde")]
     pub domain: Domain,
     pub until: Option<SystemTime>,
     pub reason: String,
+    /// Hold the mail, or bounce it. Values stored before this field existed read as
+    /// [`PauseAction::Hold`].
+    #[serde(default)]
+    pub action: PauseAction,
+}
+
+/// What delivery nodes do with mail for a paused domain.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PauseAction {
+    /// Keep it queued (in the first retry tier) until the pause ends.
+    #[default]
+    Hold,
+    /// A bounce order: bounce every message (with a DSN whose diagnostic is the pause's
+    /// reason) the next time a node takes it, until the order lapses.
+    Bounce,
+}
+
+impl PauseAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Hold => "hold",
+            Self::Bounce => "bounce",
+        }
+    }
+}
+
+impl FromStr for PauseAction {
+    type Err = StateError;
+    fn from_str(s: &str) -> Result<Self, StateError> {
+        [Self::Hold, Self::Bounce]
+            .into_iter()
+            .find(|a| a.as_str() == s)
+            .ok_or_else(|| StateError::invalid("action", "must be hold or bounce"))
+    }
 }
 
 impl DomainPause {
@@ -321,6 +357,22 @@ mod tests {
         let accented = format!("a{}", "é".repeat(600));
         let cut = truncate_text(&accented);
         assert!(cut.len() <= MAX_TEXT && accented.starts_with(cut));
+    }
+
+    #[test]
+    fn pauses_stored_without_an_action_read_as_hold() {
+        let old = r#"{"domain":"a.test","until":null,"reason":"incident"}"#;
+        let pause: DomainPause = serde_json::from_str(old).unwrap();
+        assert_eq!(pause.action, PauseAction::Hold);
+        let bounce = DomainPause {
+            action: PauseAction::Bounce,
+            ..pause
+        };
+        let json = serde_json::to_string(&bounce).unwrap();
+        assert!(json.contains(r#""action":"bounce""#), "{json}");
+        assert_eq!(serde_json::from_str::<DomainPause>(&json).unwrap(), bounce);
+        assert_eq!("bounce".parse(), Ok(PauseAction::Bounce));
+        assert!("stop".parse::<PauseAction>().is_err());
     }
 
     #[test]

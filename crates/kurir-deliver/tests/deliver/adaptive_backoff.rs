@@ -20,8 +20,12 @@ async fn run(env: Env) {
     config.pool.max_connections = 8;
     let node = env.node(config).await;
 
-    env.submit(Some(SENDER), &["a@busy.test"], "Subject: busy\r\n\r\nbody\r\n")
-        .await;
+    env.submit(
+        Some(SENDER),
+        &["a@busy.test"],
+        "Subject: busy\r\n\r\nbody\r\n",
+    )
+    .await;
     let deferred = env.wait_event("a@busy.test", Outcome::Deferred).await;
     assert_eq!(deferred.reply.as_ref().unwrap().code, 421);
     let site = node

@@ -16,7 +16,8 @@ async fn run(env: Env) {
         Action::Delay(Duration::from_millis(100)),
     );
     for d in 0..6 {
-        env.dns.add_mx(&format!("d{d}.limit.test"), 10, "mx.limit.test");
+        env.dns
+            .add_mx(&format!("d{d}.limit.test"), 10, "mx.limit.test");
     }
     let mut config = env.config();
     config.pool.max_connections = 3;

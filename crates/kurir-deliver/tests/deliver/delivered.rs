@@ -67,8 +67,11 @@ async fn run(env: Env) {
         tags: Default::default(),
         body: Bytes::from_static(b"Subject: hi\r\n\r\nhello\r\n"),
     };
-    env.publish_mail(vec![OutgoingRecord::new("one.test", replay.encode_to_bytes())])
-        .await;
+    env.publish_mail(vec![OutgoingRecord::new(
+        "one.test",
+        replay.encode_to_bytes(),
+    )])
+    .await;
     wait_until(|| node.metrics.outcome_count("replayed") == 1).await;
     assert_eq!(a.transactions().len(), 1, "the replay was not mailed");
     assert_eq!(env.events().len(), 3, "and made no event");

@@ -56,7 +56,11 @@ async fn run(env: Env) {
     for t in sink.transactions() {
         let ip = t.peer.ip().to_string();
         let last = ip.rsplit('.').next().unwrap().to_owned();
-        assert_eq!(t.ehlo, format!("out-{last}.kurir.test"), "EHLO names its source");
+        assert_eq!(
+            t.ehlo,
+            format!("out-{last}.kurir.test"),
+            "EHLO names its source"
+        );
         if t.rcpts[0].path.ends_with("@vip.test") {
             assert_eq!(ip, "127.0.0.5", "vip.test uses its own pool");
         } else {

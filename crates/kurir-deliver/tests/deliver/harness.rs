@@ -77,12 +77,18 @@ pub(crate) struct Node {
     pub(crate) lifecycle: Lifecycle,
     pub(crate) metrics: DeliverMetrics,
     sites: Box<dyn Fn() -> Vec<SiteSnapshot> + Send + Sync>,
+    assigned: Box<dyn Fn() -> Vec<(String, u32)> + Send + Sync>,
     task: Option<JoinHandle<()>>,
 }
 
 impl Node {
     pub(crate) fn sites(&self) -> Vec<SiteSnapshot> {
         (self.sites)()
+    }
+
+    /// Partitions the node owns now.
+    pub(crate) fn assigned_partitions(&self) -> Vec<(String, u32)> {
+        (self.assigned)()
     }
 
     /// Shuts the node down and waits for it.
@@ -257,23 +263,27 @@ impl Env {
     pub(crate) async fn node(&self, config: DeliverConfig) -> Node {
         let lifecycle = Lifecycle::new();
         let queue_config = self.queue_config.clone();
-        let (metrics, sites, task): (
-            DeliverMetrics,
-            Box<dyn Fn() -> Vec<SiteSnapshot> + Send + Sync>,
-            _,
-        ) = with_backends!(self.backends.clone(), |q, s| {
-            let d = Deliverer::new(config, &queue_config, q, s, lifecycle.clone()).unwrap();
-            let metrics = d.metrics().clone();
-            let d2 = d.clone();
-            let task = tokio::spawn(async move {
-                d.run(Duration::from_secs(10)).await.unwrap();
+        type Probe<T> = Box<dyn Fn() -> T + Send + Sync>;
+        let (metrics, sites, assigned, task): (DeliverMetrics, Probe<_>, Probe<_>, _) =
+            with_backends!(self.backends.clone(), |q, s| {
+                let d = Deliverer::new(config, &queue_config, q, s, lifecycle.clone()).unwrap();
+                let metrics = d.metrics().clone();
+                let (d2, d3) = (d.clone(), d.clone());
+                let task = tokio::spawn(async move {
+                    d.run(Duration::from_secs(10)).await.unwrap();
+                });
+                (
+                    metrics,
+                    Box::new(move || d2.sites()) as Probe<_>,
+                    Box::new(move || d3.assigned_partitions()) as Probe<_>,
+                    task,
+                )
             });
-            (metrics, Box::new(move || d2.sites()) as Box<_>, task)
-        });
         Node {
             lifecycle,
             metrics,
             sites,
+            assigned,
             task: Some(task),
         }
     }
@@ -325,6 +335,12 @@ impl Env {
             .publish(&topic, records)
             .await
             .unwrap());
+    }
+
+    /// Partitions of the topics a delivery node consumes (mail and retry tiers).
+    pub(crate) fn partition_count(&self) -> usize {
+        let c = &self.queue_config;
+        (c.partitions + c.retry_partitions * c.retry_tiers.len() as u32) as usize
     }
 
     /// Every event so far.
@@ -460,7 +476,11 @@ impl Env {
     /// sender, so whatever becomes of it makes no DSN. Returns the marker's id.
     pub(crate) async fn sync_mail(&self, domain: &str) -> MessageId {
         let marker = self
-            .submit(None, &[&format!("sync-marker@{domain}")], "Subject: sync\r\n\r\n.\r\n")
+            .submit(
+                None,
+                &[&format!("sync-marker@{domain}")],
+                "Subject: sync\r\n\r\n.\r\n",
+            )
             .await;
         wait_for("the mail topic marker", WAIT, || async {
             self.mail().iter().any(|q| q.id == marker).then_some(())
@@ -488,10 +508,22 @@ impl Env {
 
     /// Pauses delivery to `domain` until resumed.
     pub(crate) async fn pause_domain(&self, domain: &str) {
+        self.control_domain(domain, kurir_state::PauseAction::Hold, "test")
+            .await;
+    }
+
+    /// Stores a pause of `domain` with `action` (a bounce order with `Bounce`).
+    pub(crate) async fn control_domain(
+        &self,
+        domain: &str,
+        action: kurir_state::PauseAction,
+        reason: &str,
+    ) {
         let pause = kurir_state::DomainPause {
             domain: kurir_core::Domain::parse(domain).unwrap(),
             until: None,
-            reason: "test".into(),
+            reason: reason.into(),
+            action,
         };
         with_backends!(self.backends.clone(), |_q, s| s
             .pause_domain(&pause)

@@ -5,6 +5,7 @@ mod harness;
 
 mod adaptive_backoff;
 mod bounce_dsn;
+mod bounce_order;
 mod connection_limit;
 mod delivered;
 mod egress_sources;

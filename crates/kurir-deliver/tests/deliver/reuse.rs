@@ -28,7 +28,11 @@ async fn run(env: Env) {
     assert!(events.iter().all(|e| e.outcome() == Outcome::Delivered));
     assert_eq!(sink.transactions().len(), 20);
     // One connection at a time, each retired after 5 messages: exactly 4 connections.
-    assert_eq!(sink.connections_total(), 4, "20 messages over 4 connections of 5");
+    assert_eq!(
+        sink.connections_total(),
+        4,
+        "20 messages over 4 connections of 5"
+    );
     assert_eq!(sink.max_concurrent_connections(), 1);
     node.stop().await;
 }

@@ -10,7 +10,7 @@
 //! | `ledger`       | message id (16 bytes), address        | expiry                              |
 //! | `idempotency`  | tenant, `NUL`, key                    | expiry, state, result               |
 //! | `tracking`     | message id (16 bytes), sequence (u32) | expiry, entry (JSON)                |
-//! | `pauses`       | domain                                | expiry (`until`), reason            |
+//! | `pauses`       | domain                                | expiry (`until`), action, reason    |
 //! | `expiry`       | expiry second, keyspace tag, key      | empty                               |
 //!
 //! The scope is `g` (global) or `t` followed by the tenant name; tenants and domains never
@@ -28,7 +28,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use kurir_core::{Address, MessageId};
 
 use crate::error::StateError;
-use crate::model::{Reason, Scope, Suppression, Tenant, truncate_text};
+use crate::model::{PauseAction, Reason, Scope, Suppression, Tenant, truncate_text};
 
 /// Which keyspace an `expiry` index entry points into.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -219,6 +219,46 @@ pub(super) fn address_of(key: &[u8], prefix_len: usize) -> Result<Address, State
     Address::parse(text).map_err(|_| corrupt("suppression key"))
 }
 
+// --- pauses ----------------------------------------------------------------------------
+
+/// The action byte of a pause. Neither 0xFE nor 0xFF occurs in UTF-8, so a value written
+/// before pauses had an action (expiry, then the reason's UTF-8 bytes) is told apart by its
+/// first payload byte and reads as [`PauseAction::Hold`].
+fn action_byte(action: PauseAction) -> u8 {
+    match action {
+        PauseAction::Hold => 0xFE,
+        PauseAction::Bounce => 0xFF,
+    }
+}
+
+/// Expiry (`until`), action byte, reason.
+pub(super) fn encode_pause(
+    until: Option<SystemTime>,
+    action: PauseAction,
+    reason: &str,
+) -> Vec<u8> {
+    let reason = truncate_text(reason);
+    let mut out = Vec::with_capacity(TIME_LEN + 1 + reason.len());
+    put_expiry(&mut out, until);
+    out.push(action_byte(action));
+    out.extend_from_slice(reason.as_bytes());
+    out
+}
+
+/// The action and reason of a pause value (after its expiry header).
+pub(super) fn decode_pause(value: &[u8]) -> Result<(PauseAction, String), StateError> {
+    let payload = value
+        .get(TIME_LEN..)
+        .ok_or_else(|| corrupt("domain pause"))?;
+    let (action, reason) = match payload.split_first() {
+        Some((&b, rest)) if b == action_byte(PauseAction::Hold) => (PauseAction::Hold, rest),
+        Some((&b, rest)) if b == action_byte(PauseAction::Bounce) => (PauseAction::Bounce, rest),
+        _ => (PauseAction::Hold, payload),
+    };
+    let reason = String::from_utf8(reason.to_vec()).map_err(|_| corrupt("domain pause"))?;
+    Ok((action, reason))
+}
+
 // --- ledger and tracking ---------------------------------------------------------------
 
 pub(super) fn message_key(id: MessageId) -> [u8; 16] {
@@ -281,5 +321,34 @@ mod tests {
         };
         let back = decode_suppression(Scope::Global, s.address.clone(), &encode_suppression(&s));
         assert_eq!(back, Ok(s));
+    }
+
+    #[test]
+    fn pauses_round_trip_with_their_action() {
+        let until = Some(UNIX_EPOCH + Duration::new(7, 8));
+        for action in [PauseAction::Hold, PauseAction::Bounce] {
+            for reason in ["", "incident", "ünïcode"] {
+                let value = encode_pause(until, action, reason);
+                assert_eq!(expiry_of(&value), Ok(until));
+                assert_eq!(decode_pause(&value), Ok((action, reason.to_owned())));
+            }
+        }
+    }
+
+    #[test]
+    fn pauses_written_without_an_action_read_as_hold() {
+        for reason in ["", "incident", "ünïcode"] {
+            let mut old = Vec::new();
+            put_expiry(&mut old, None);
+            old.extend_from_slice(reason.as_bytes());
+            assert_eq!(
+                decode_pause(&old),
+                Ok((PauseAction::Hold, reason.to_owned()))
+            );
+        }
+        assert!(
+            decode_pause(&[0; 5]).is_err(),
+            "shorter than the expiry header"
+        );
     }
 }

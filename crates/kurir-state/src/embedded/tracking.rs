@@ -10,8 +10,8 @@ use std::time::SystemTime;
 use kurir_core::{Domain, MessageId};
 
 use super::codec::{
-    Tag, corrupt, expiry_key, expiry_of, is_live, message_key, payload, put_expiry, track_key,
-    track_seq,
+    Tag, corrupt, decode_pause, encode_pause, expiry_key, expiry_of, is_live, message_key, payload,
+    put_expiry, track_key, track_seq,
 };
 use super::store::backend;
 use super::{EmbeddedState, Inner};
@@ -49,9 +49,7 @@ impl EmbeddedState {
 
     pub(super) async fn pause(&self, pause: &DomainPause) -> Result<()> {
         let key = pause.domain.as_str().as_bytes().to_vec();
-        let mut value = Vec::new();
-        put_expiry(&mut value, pause.until);
-        value.extend_from_slice(truncate_text(&pause.reason).as_bytes());
+        let value = encode_pause(pause.until, pause.action, &pause.reason);
         let until = pause.until;
         self.write(move |inner| {
             let store = &inner.store;
@@ -103,15 +101,14 @@ impl EmbeddedState {
             }
             let domain = std::str::from_utf8(&key)
                 .ok()
-                .and_then(|d| Domain::parse(d).ok());
-            let reason = String::from_utf8(payload(&value).to_vec()).ok();
-            let (Some(domain), Some(reason)) = (domain, reason) else {
-                return Err(corrupt("domain pause"));
-            };
+                .and_then(|d| Domain::parse(d).ok())
+                .ok_or_else(|| corrupt("domain pause"))?;
+            let (action, reason) = decode_pause(&value)?;
             out.push(DomainPause {
                 domain,
                 until: expiry_of(&value)?,
                 reason,
+                action,
             });
         }
         Ok(out)

@@ -10,7 +10,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use kurir_core::{Address, Domain};
 
 use crate::error::StateError;
-use crate::model::{DomainPause, Reason, Scope, Suppression, TrackEntry, truncate_text};
+use crate::model::{
+    DomainPause, PauseAction, Reason, Scope, Suppression, TrackEntry, truncate_text,
+};
 
 /// Nanoseconds since the epoch; a time before it is invalid input.
 pub(super) fn nanos(t: SystemTime, field: &'static str) -> Result<u64, StateError> {
@@ -95,7 +97,13 @@ pub(super) fn decode_entry(
     })
 }
 
-/// `until_ns-or-empty \t reason`.
+/// `until_ns-or-empty \t action \t reason` (`action`: `hold` or `bounce`). The scripts
+/// read only the leading `until`.
+///
+/// Values written before pauses had an action are `until_ns-or-empty \t reason` and read
+/// as [`PauseAction::Hold`]: a second field that is not an action name is the start of the
+/// reason. (Such an old reason that itself began with `bounce` and a tab would be misread;
+/// reasons are short operator notes, and a tab right after that word is not one.)
 pub(super) fn encode_pause(p: &DomainPause) -> Result<String, StateError> {
     let until = p
         .until
@@ -103,22 +111,31 @@ pub(super) fn encode_pause(p: &DomainPause) -> Result<String, StateError> {
         .transpose()?
         .map(|u| u.to_string())
         .unwrap_or_default();
-    Ok(format!("{until}\t{}", truncate_text(&p.reason)))
+    Ok(format!(
+        "{until}\t{}\t{}",
+        p.action.as_str(),
+        truncate_text(&p.reason)
+    ))
 }
 
 pub(super) fn decode_pause(domain: &str, value: &str) -> Result<DomainPause, StateError> {
     let domain = Domain::parse(domain).map_err(|_| corrupt("paused domain", domain))?;
-    let (until, reason) = value
+    let (until, rest) = value
         .split_once('\t')
         .ok_or_else(|| corrupt("pause", value))?;
     let until = match until {
         "" => None,
         u => Some(time(u.parse().map_err(|_| corrupt("pause", value))?)),
     };
+    let (action, reason) = rest
+        .split_once('\t')
+        .and_then(|(action, reason)| Some((action.parse().ok()?, reason)))
+        .unwrap_or((PauseAction::Hold, rest));
     Ok(DomainPause {
         domain,
         until,
         reason: reason.to_owned(),
+        action,
     })
 }
 
@@ -151,5 +168,44 @@ mod tests {
         };
         let encoded = encode_entry(&s).unwrap();
         assert_eq!(decode_entry(&s.scope, &s.address, &encoded).unwrap(), s);
+    }
+
+    fn pause(action: PauseAction, reason: &str) -> DomainPause {
+        DomainPause {
+            domain: Domain::parse("a.test").unwrap(),
+            until: Some(SystemTime::now() + Duration::from_secs(60)),
+            reason: reason.into(),
+            action,
+        }
+    }
+
+    #[test]
+    fn pauses_round_trip_with_their_action() {
+        for action in [PauseAction::Hold, PauseAction::Bounce] {
+            for reason in ["", "incident", "tab\tinside", "hold", "bounce\tx"] {
+                let p = pause(action, reason);
+                let encoded = encode_pause(&p).unwrap();
+                assert_eq!(decode_pause("a.test", &encoded).unwrap(), p, "{encoded:?}");
+            }
+        }
+        let never = DomainPause {
+            until: None,
+            ..pause(PauseAction::Bounce, "r")
+        };
+        assert_eq!(encode_pause(&never).unwrap(), "\tbounce\tr");
+    }
+
+    #[test]
+    fn pauses_written_without_an_action_read_as_hold() {
+        for (old, reason) in [
+            ("\tincident", "incident"),
+            ("\t", ""),
+            ("5\ttab\tinside", "tab\tinside"),
+            ("5\tholdings", "holdings"),
+        ] {
+            let p = decode_pause("a.test", old).unwrap();
+            assert_eq!((p.action, p.reason.as_str()), (PauseAction::Hold, reason));
+        }
+        assert!(decode_pause("a.test", "no tab").is_err());
     }
 }

@@ -8,7 +8,9 @@ use kurir_core::{Address, BounceClass, Domain, MessageId};
 use kurir_testkit::RedisServer;
 
 use super::RedisState;
-use crate::model::{Claim, DomainPause, Reason, Scope, Suppression, Tenant, TrackEntry, TrackKind};
+use crate::model::{
+    Claim, DomainPause, PauseAction, Reason, Scope, Suppression, Tenant, TrackEntry, TrackKind,
+};
 use crate::{State, StateConfig, StateError};
 
 fn config(url: &str) -> StateConfig {
@@ -298,6 +300,49 @@ async fn every_key_has_the_prefix_and_the_right_ttl() {
 }
 
 #[tokio::test]
+async fn pauses_stored_before_actions_existed_read_as_hold() {
+    let (server, state) = start().await;
+    // The format before the action field: `until_ns-or-empty \t reason`.
+    let _: i64 = raw(
+        &server,
+        redis::cmd("HSET")
+            .arg("kt:pauses")
+            .arg("old.test")
+            .arg("\tincident"),
+    )
+    .await;
+    state
+        .pause_domain(&DomainPause {
+            domain: Domain::parse("new.test").unwrap(),
+            until: None,
+            reason: "dsn text".into(),
+            action: PauseAction::Bounce,
+        })
+        .await
+        .unwrap();
+    let stored: String = raw(&server, redis::cmd("HGET").arg("kt:pauses").arg("new.test")).await;
+    assert_eq!(stored, "\tbounce\tdsn text");
+    let pauses = state.paused_domains().await.unwrap();
+    let seen: Vec<_> = pauses
+        .iter()
+        .map(|p| (p.domain.as_str(), p.action, p.reason.as_str()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("new.test", PauseAction::Bounce, "dsn text"),
+            ("old.test", PauseAction::Hold, "incident"),
+        ]
+    );
+    assert!(
+        state
+            .resume_domain(&Domain::parse("old.test").unwrap())
+            .await
+            .unwrap()
+    );
+}
+
+#[tokio::test]
 async fn tracking_keeps_the_first_entry_and_the_newest() {
     let (_server, state) = start().await;
     let id = MessageId::new();
@@ -437,6 +482,7 @@ async fn write_one_of_each(state: &RedisState, id: MessageId) {
         domain: Domain::parse("paused.test").unwrap(),
         until: None,
         reason: "ops".into(),
+        action: PauseAction::Hold,
     };
     state.pause_domain(&pause).await.unwrap();
 }

@@ -5,8 +5,8 @@ use std::time::{Duration, SystemTime};
 
 use kurir_core::{Address, BounceClass, Domain, MessageId};
 use kurir_state::{
-    Claim, DomainCounter, DomainPause, Reason, Scope, State, StateError, Suppression, Tenant,
-    TrackEntry, TrackKind,
+    Claim, DomainCounter, DomainPause, PauseAction, Reason, Scope, State, StateError, Suppression,
+    Tenant, TrackEntry, TrackKind,
 };
 use kurir_testkit::wait_for;
 
@@ -378,6 +378,7 @@ pub async fn domains_pause_and_resume<H: Harness>() {
         domain: a.clone(),
         until: None,
         reason: "incident".into(),
+        action: PauseAction::Hold,
     })
     .await
     .unwrap();
@@ -386,6 +387,7 @@ pub async fn domains_pause_and_resume<H: Harness>() {
         domain: b.clone(),
         until: Some(until),
         reason: "cool down".into(),
+        action: PauseAction::Hold,
     })
     .await
     .unwrap();
@@ -409,6 +411,48 @@ pub async fn domains_pause_and_resume<H: Harness>() {
     .unwrap();
 }
 
+pub async fn bounce_orders_round_trip<H: Harness>() {
+    let mut h = H::start().await;
+    let s = h.state();
+    let order = DomainPause {
+        domain: Domain::parse("gone.test").unwrap(),
+        until: Some(SystemTime::now() + Duration::from_secs(3600)),
+        reason: "domain retired\twith a tab".into(),
+        action: PauseAction::Bounce,
+    };
+    let hold = DomainPause {
+        domain: Domain::parse("held.test").unwrap(),
+        until: None,
+        reason: "incident".into(),
+        action: PauseAction::Hold,
+    };
+    s.pause_domain(&order).await.unwrap();
+    s.pause_domain(&hold).await.unwrap();
+    let mut read = s.paused_domains().await.unwrap();
+    read.sort_by(|a, b| a.domain.as_str().cmp(b.domain.as_str()));
+    assert_eq!(read, [order.clone(), hold.clone()], "read back exactly");
+    drop(s);
+    h.restart().await;
+    let s = h.state();
+    let mut read = s.paused_domains().await.unwrap();
+    read.sort_by(|a, b| a.domain.as_str().cmp(b.domain.as_str()));
+    assert_eq!(read, [order.clone(), hold], "kept across a restart");
+    // A later pause of the domain replaces the order, action included.
+    let held_again = DomainPause {
+        action: PauseAction::Hold,
+        ..order.clone()
+    };
+    s.pause_domain(&held_again).await.unwrap();
+    let now_held = s
+        .paused_domains()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|p| p.domain == order.domain);
+    assert_eq!(now_held, Some(held_again));
+    assert!(s.resume_domain(&order.domain).await.unwrap());
+}
+
 pub async fn state_survives_a_restart<H: Harness>() {
     let mut h = H::start().await;
     let s = h.state();
@@ -428,6 +472,7 @@ pub async fn state_survives_a_restart<H: Harness>() {
         domain: d.clone(),
         until: None,
         reason: "x".into(),
+        action: PauseAction::Hold,
     })
     .await
     .unwrap();

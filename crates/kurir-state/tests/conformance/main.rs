@@ -35,6 +35,7 @@ macro_rules! all_cases {
             concurrent_claims_have_one_winner,
             tracking_keeps_a_bounded_history,
             domains_pause_and_resume,
+            bounce_orders_round_trip,
             state_survives_a_restart,
         );
     };

@@ -18,10 +18,22 @@
 //!   dropped; idempotency keys go through `State::claim_idempotency_key`.
 //! - Suppression ([`suppression`]) and admin ([`admin`]) map onto `kurir_state::State`,
 //!   `kurir_state::bulk`, `kurir_queue::Queue` and [`AdminHooks`].
+//!
+//! # Layout
+//! - [`config`]: `[grpc]`; [`auth`]: API keys, permissions, rate limits.
+//! - [`server`]: the tonic server: TLS, health, reflection, shutdown; `activity.rs`: the
+//!   layer that makes every kurir call a lifecycle activity.
+//! - [`submission`]: `SubmissionService` (unary, flow-controlled streams, idempotency);
+//!   `request.rs` checks a request (errors name the field) and takes raw messages;
+//!   `build.rs` builds structured ones into MIME.
+//! - [`suppression`], [`admin`]: the other two services.
 
+mod activity;
 pub mod admin;
 pub mod auth;
+mod build;
 pub mod config;
+mod request;
 pub mod server;
 pub mod submission;
 pub mod suppression;

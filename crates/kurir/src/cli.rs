@@ -1,16 +1,19 @@
 //! The command line: `kurir serve`, `kurir config check|example`, `kurir admin …`.
 //!
 //! Exit codes: 0 success; 1 a runtime failure (including a drain that ran out of grace
-//! period); 2 a bad command line or a bad configuration.
+//! period, a refused gRPC call or an unreachable node); 2 a bad command line or a bad
+//! configuration (including a missing API key or an unreadable input file).
 
 #![allow(clippy::print_stdout)] // printing results is what a CLI is for
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::EXAMPLE_CONFIG;
+use crate::admin::client::ApiKey;
 use crate::config::Config;
 use crate::serve::{self, Role, RoleSet};
 
@@ -37,21 +40,227 @@ pub enum Command {
     /// Check or print the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
-    /// Operator commands against the configured backends.
-    #[command(subcommand)]
-    Admin(AdminCommand),
+    /// Operator commands: over a running node's gRPC API, except `init-topics`, which
+    /// works on the configured backends directly.
+    Admin(AdminArgs),
 }
 
 /// `kurir admin …`.
+#[derive(Debug, Args)]
+pub struct AdminArgs {
+    /// Where the gRPC API is and how to call it.
+    #[command(flatten)]
+    pub api: ApiArgs,
+    /// The command.
+    #[command(subcommand)]
+    pub command: AdminCommand,
+}
+
+/// How `kurir admin` reaches a node's gRPC API.
+#[derive(Debug, Args)]
+pub struct ApiArgs {
+    /// The node's gRPC API: http://HOST:PORT, or https://HOST:PORT with --ca-file.
+    #[arg(
+        long,
+        global = true,
+        value_name = "URL",
+        env = "KURIR_GRPC_URL",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    pub server: String,
+    /// The API key (`[[grpc.api_keys]]`). Prefer the environment variable: arguments show
+    /// in the process list.
+    #[arg(
+        long,
+        global = true,
+        value_name = "KEY",
+        env = "KURIR_API_KEY",
+        hide_env_values = true
+    )]
+    pub api_key: Option<ApiKey>,
+    /// PEM CA certificate(s) the server's certificate is checked against, for https.
+    #[arg(long, global = true, value_name = "FILE", env = "KURIR_GRPC_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
+}
+
+/// `kurir admin …` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum AdminCommand {
     /// Create the queue's topics that are missing (mail, retry tiers, events) with the
-    /// configured partition counts. Existing topics are left as they are.
+    /// configured partition counts, on the configured backends (no node needed).
+    /// Existing topics are left as they are.
     InitTopics {
         /// The TOML configuration file; without one the defaults are used.
         #[arg(long, short, value_name = "FILE", env = "KURIR_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// The commands over the gRPC API.
+    #[command(flatten)]
+    Api(ApiCommand),
+}
+
+/// `kurir admin` commands over the gRPC API.
+#[derive(Debug, Subcommand)]
+pub enum ApiCommand {
+    /// Suppression lists: the key's tenant list, or the global one with --global.
+    #[command(subcommand)]
+    Suppression(SuppressionCommand),
+    /// The queue.
+    #[command(subcommand)]
+    Queue(QueueCommand),
+    /// Per-domain delivery controls: pause, resume, bounce.
+    #[command(subcommand)]
+    Domain(DomainCommand),
+    /// A message's history: accepted, attempts, outcomes, oldest first.
+    Message {
+        /// The message id (as in `queued as <id>`).
+        id: String,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The queue's topics.
+    #[command(subcommand)]
+    Topics(TopicsCommand),
+}
+
+/// `kurir admin suppression …`.
+#[derive(Debug, Subcommand)]
+pub enum SuppressionCommand {
+    /// Add (or replace) entries.
+    Add {
+        /// The addresses.
+        #[arg(required = true, value_name = "ADDRESS")]
+        addresses: Vec<String>,
+        /// Why they are suppressed.
+        #[arg(long, value_enum, default_value = "manual")]
+        reason: SuppressionReasonArg,
+        /// Who or what adds them (free text).
+        #[arg(long, default_value = "kurir-admin")]
+        source: String,
+        /// On the global list (needs a key with the admin service).
+        #[arg(long)]
+        global: bool,
+    },
+    /// Remove entries.
+    Remove {
+        /// The addresses.
+        #[arg(required = true, value_name = "ADDRESS")]
+        addresses: Vec<String>,
+        /// From the global list.
+        #[arg(long)]
+        global: bool,
+    },
+    /// Whether addresses are suppressed for the key's tenant (its list, then the global one).
+    Check {
+        /// The addresses.
+        #[arg(required = true, value_name = "ADDRESS")]
+        addresses: Vec<String>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the entries (every page).
+    List {
+        /// The global list.
+        #[arg(long)]
+        global: bool,
+        /// At most this many entries.
+        #[arg(long, value_name = "N")]
+        limit: Option<u64>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Import entries from a file: one `address[,reason[,source]]` per line.
+    Import {
+        /// The file; `-` reads stdin.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        /// Into the global list.
+        #[arg(long)]
+        global: bool,
+    },
+    /// Write every entry to stdout as `address,reason,source` lines (the import format).
+    Export {
+        /// The global list.
+        #[arg(long)]
+        global: bool,
+    },
+}
+
+/// A suppression reason on the command line and in import files.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+#[value(rename_all = "snake_case")]
+pub enum SuppressionReasonArg {
+    /// Added by an operator or a service.
+    Manual,
+    /// A permanent delivery failure.
+    HardBounce,
+    /// Too many soft bounces.
+    SoftBounces,
+    /// The recipient complained.
+    Complaint,
+    /// The recipient unsubscribed.
+    Unsubscribe,
+}
+
+/// `kurir admin queue …`.
+#[derive(Debug, Subcommand)]
+pub enum QueueCommand {
+    /// Lag per partition of the delivery topics; per-site delivery state (when the node
+    /// answering runs the delivery role).
+    Stats {
+        /// Print JSON instead of tables.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `kurir admin domain …`.
+#[derive(Debug, Subcommand)]
+pub enum DomainCommand {
+    /// Stop delivery attempts to a domain (its mail waits in the retry tiers).
+    Pause {
+        /// The domain.
+        domain: String,
+        /// For how long (e.g. 30m, 1h, 2days); without it, until resumed.
+        #[arg(long = "for", value_name = "DURATION", value_parser = humantime::parse_duration)]
+        duration: Option<Duration>,
+        /// Why, for other operators (shown by `domain list`).
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Resume a paused domain.
+    Resume {
+        /// The domain.
+        domain: String,
+    },
+    /// The pauses and bounce orders in force.
+    List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Bounce all mail queued for a domain, with a DSN to each sender.
+    Bounce {
+        /// The domain.
+        domain: String,
+        /// The DSN's diagnostic text.
+        #[arg(long, default_value = "")]
+        reason: String,
+        /// How long the order stays in force; default `deliver.max_age`.
+        #[arg(long = "for", value_name = "DURATION", value_parser = humantime::parse_duration)]
+        duration: Option<Duration>,
+    },
+}
+
+/// `kurir admin topics …`.
+#[derive(Debug, Subcommand)]
+pub enum TopicsCommand {
+    /// Create the queue's missing topics through the node (like `admin init-topics`, with
+    /// the node's configuration).
+    Init,
 }
 
 /// `kurir serve` arguments.
@@ -100,8 +309,32 @@ pub fn run() -> ExitCode {
             print!("{EXAMPLE_CONFIG}");
             ExitCode::SUCCESS
         }
-        Command::Admin(AdminCommand::InitTopics { config }) => {
-            init_topics_command(config.as_deref())
+        Command::Admin(AdminArgs {
+            command: AdminCommand::InitTopics { config },
+            ..
+        }) => init_topics_command(config.as_deref()),
+        Command::Admin(AdminArgs {
+            api,
+            command: AdminCommand::Api(command),
+        }) => api_command(&api, command),
+    }
+}
+
+/// A `kurir admin` command over the gRPC API; errors are one line on stderr.
+fn api_command(api: &ApiArgs, command: ApiCommand) -> ExitCode {
+    let runtime = match runtime() {
+        Ok(runtime) => runtime,
+        Err(code) => return code,
+    };
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    match runtime.block_on(crate::admin::run(api, command, &mut out)) {
+        Ok(()) => ExitCode::SUCCESS,
+        // `kurir admin suppression export | head`: the reader has what it wanted.
+        Err(error) if error.is_broken_pipe() => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::from(error.exit_code())
         }
     }
 }

@@ -3,13 +3,14 @@
 //!
 //! # Layout
 //!
-//! - [`cli`]: the command line (`serve`, `config check`, `config example`,
-//!   `admin init-topics`) and exit codes.
-//! - [`admin`]: operator commands against the configured backends.
+//! - [`cli`]: the command line (`serve`, `config check`, `config example`, `admin …`) and
+//!   exit codes.
+//! - [`admin`]: operator commands: `admin init-topics` on the configured backends, the
+//!   others as a client of a node's gRPC API (suppression, queue, domains, messages).
 //! - [`config`]: the [`config::Config`] file: sections, defaults, `KURIR__…` environment
 //!   overrides, validation.
-//! - [`roles`]: the roles `kurir serve` runs on the configured backends (today: SMTP
-//!   submission).
+//! - [`roles`]: the roles `kurir serve` runs on the configured backends: submission (SMTP
+//!   and the gRPC API) and delivery.
 //! - [`serve`]: `kurir serve`: telemetry endpoint, signals, readiness, the bounded drain.
 //! - [`EXAMPLE_CONFIG`]: `docs/kurir.example.toml`, printed by `kurir config example`.
 

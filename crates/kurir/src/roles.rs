@@ -7,25 +7,36 @@
 //! The publish acknowledgement timeout follows the queue: Kafka's `delivery_timeout` plus a
 //! second (so librdkafka answers first, with a precise error), 10 s for the embedded queue
 //! (an fsync never takes that long on a healthy disk). Timeout budget, inner to outer:
-//! queue ack < `smtp.timeouts.data` (the client is still waiting) < `lifecycle.grace_period`.
+//! queue ack < `smtp.timeouts.data` (the client is still waiting) < `lifecycle.grace_period`;
+//! a gRPC `Submit` waits for the same ack, so a client deadline should exceed it too.
+//!
+//! The submit role runs the SMTP server and, unless `grpc.enabled = false`, the gRPC API.
+//! Both servers are built (certificates loaded, keys parsed) before either binds, and every
+//! listener is bound before the node reports ready, so a taken port fails the start. The
+//! admin API sees this process's delivery sites only when the deliver role runs here too.
 
 #![allow(clippy::print_stdout)] // the bound address lines are part of the CLI contract
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use kurir_deliver::Deliverer;
+use kurir_deliver::pool::SiteSnapshot;
 use kurir_lifecycle::Lifecycle;
+use kurir_proto::v1;
 use kurir_queue::embedded::EmbeddedQueue;
 use kurir_queue::kafka::KafkaQueue;
 use kurir_queue::{Queue, config::Backend as QueueKind};
 use kurir_state::embedded::EmbeddedState;
 use kurir_state::redis::RedisState;
 use kurir_state::{State, config::Backend as StateKind};
+use kurir_submit::grpc::{AdminHooks, GrpcServer};
 use kurir_submit::publish::{PublishConfig, Publisher};
 use kurir_submit::smtp::SmtpServer;
 use kurir_telemetry::Metrics;
+use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
@@ -33,6 +44,12 @@ use crate::serve::RoleSet;
 
 /// The prefix of the stdout line for each SMTP listener: `smtp listening on 127.0.0.1:2525`.
 pub const SMTP_LISTENING: &str = "smtp listening on ";
+
+/// The prefix of the stdout line for the gRPC listener: `grpc listening on 127.0.0.1:50051`.
+pub const GRPC_LISTENING: &str = "grpc listening on ";
+
+/// The delivery role's site state, for the admin API's `QueueStats`.
+type SitesHook = Arc<dyn Fn() -> Vec<v1::SiteStats> + Send + Sync>;
 
 /// How long the servers may take to stop after the drain.
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
@@ -170,30 +187,28 @@ async fn start_roles<Q: Queue + Clone, S: State + Clone>(
     metrics: &Metrics,
 ) -> anyhow::Result<Vec<JoinHandle<()>>> {
     let mut tasks = Vec::new();
+    let mut sites = None;
     // Delivery first: a bad [deliver] section fails the start before any port is bound.
     if roles.deliver {
-        tasks.push(start_deliver(
-            config,
-            queue.clone(),
-            state.clone(),
-            lifecycle,
-            metrics,
-        )?);
+        let (task, hook) = start_deliver(config, queue.clone(), state.clone(), lifecycle, metrics)?;
+        tasks.push(task);
+        sites = Some(hook);
     }
     if roles.submit {
-        tasks.push(start_submit(config, queue, state, lifecycle, metrics).await?);
+        tasks.extend(start_submit(config, queue, state, sites, lifecycle, metrics).await?);
     }
     Ok(tasks)
 }
 
-/// Starts the delivery role: joins the consumer group and delivers until shutdown.
+/// Starts the delivery role: joins the consumer group and delivers until shutdown. Returns
+/// the task and the hook that shows its sites to the admin API.
 fn start_deliver<Q: Queue + Clone, S: State + Clone>(
     config: &Config,
     queue: Q,
     state: S,
     lifecycle: &Lifecycle,
     metrics: &Metrics,
-) -> anyhow::Result<JoinHandle<()>> {
+) -> anyhow::Result<(JoinHandle<()>, SitesHook)> {
     let deliverer = Deliverer::new(
         config.deliver.clone(),
         &config.queue,
@@ -203,32 +218,107 @@ fn start_deliver<Q: Queue + Clone, S: State + Clone>(
     )?;
     deliverer.metrics().register(metrics);
     let drain = config.lifecycle.grace_period;
-    Ok(tokio::spawn(async move {
+    let observed = deliverer.clone();
+    let sites: SitesHook = Arc::new(move || observed.sites().into_iter().map(site_stats).collect());
+    let task = tokio::spawn(async move {
         if let Err(error) = deliverer.run(drain).await {
             tracing::error!(%error, "the delivery role stopped");
         }
-    }))
+    });
+    Ok((task, sites))
 }
 
-/// Binds the SMTP listeners and starts the submission server.
+fn site_stats(site: SiteSnapshot) -> v1::SiteStats {
+    v1::SiteStats {
+        site: site.site,
+        open_connections: site.throttle.open,
+        idle_connections: u32::try_from(site.idle).unwrap_or(u32::MAX),
+        connection_limit: site.throttle.limit,
+        configured_connection_limit: site.throttle.configured_limit,
+        rate: site.throttle.rate,
+        throttle_reason: site.throttle.reason.unwrap_or_default(),
+        down_reason: site.down.unwrap_or_default(),
+    }
+}
+
+/// Binds the SMTP listeners (and the gRPC one) and starts the submission servers.
 async fn start_submit<Q: Queue + Clone, S: State + Clone>(
     config: &Config,
     queue: Q,
     state: S,
+    sites: Option<SitesHook>,
     lifecycle: &Lifecycle,
     metrics: &Metrics,
-) -> anyhow::Result<JoinHandle<()>> {
-    let publisher = Publisher::new(queue, publish_config(config));
+) -> anyhow::Result<Vec<JoinHandle<()>>> {
+    let publisher = Publisher::new(queue.clone(), publish_config(config));
     // Before binding: a bad certificate or config fails the start, not the first client.
-    let server = SmtpServer::new(config.smtp.clone(), publisher, state, lifecycle.clone())?;
+    let server = SmtpServer::new(
+        config.smtp.clone(),
+        publisher.clone(),
+        state.clone(),
+        lifecycle.clone(),
+    )?;
     server.metrics().register(metrics);
+    let grpc = if config.grpc.enabled {
+        let hooks = admin_hooks(config, sites);
+        let grpc = GrpcServer::new(
+            config.grpc.clone(),
+            publisher,
+            queue,
+            state,
+            hooks,
+            lifecycle.clone(),
+        )?;
+        Some(grpc)
+    } else {
+        None
+    };
     let listeners = kurir_submit::smtp::bind(&config.smtp)?;
     for (listener, mode) in &listeners {
         let addr = listener.local_addr().context("smtp listener address")?;
         println!("{SMTP_LISTENING}{addr}");
         tracing::info!(%addr, ?mode, "smtp listening");
     }
-    Ok(tokio::spawn(async move { server.serve(listeners).await }))
+    let grpc = match grpc {
+        Some(grpc) => Some((grpc, bind_grpc(config).await?)),
+        None => None,
+    };
+    let mut tasks = vec![tokio::spawn(async move { server.serve(listeners).await })];
+    if let Some((grpc, listener)) = grpc {
+        tasks.push(tokio::spawn(async move {
+            if let Err(error) = grpc.serve(listener).await {
+                tracing::error!(%error, "the grpc server stopped");
+            }
+        }));
+    }
+    Ok(tasks)
+}
+
+/// Binds `grpc.listen` and announces it.
+async fn bind_grpc(config: &Config) -> anyhow::Result<TcpListener> {
+    let listen = config.grpc.listen;
+    let listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on grpc.listen = {listen}"))?;
+    let addr = listener.local_addr().context("grpc listener address")?;
+    println!("{GRPC_LISTENING}{addr}");
+    tracing::info!(%addr, tls = config.grpc.tls.is_some(), "grpc listening");
+    Ok(listener)
+}
+
+/// What the admin API needs from the rest of the node.
+fn admin_hooks(config: &Config, sites: Option<SitesHook>) -> AdminHooks {
+    let topics = config.queue.topics();
+    let delivery_topics = std::iter::once(topics.mail())
+        .chain(config.queue.retry_tiers.iter().map(|d| topics.retry(*d)))
+        .collect();
+    AdminHooks {
+        sites,
+        group: config.deliver.group.clone(),
+        delivery_topics,
+        topic_specs: config.queue.topic_specs(),
+        max_age: config.deliver.max_age,
+    }
 }
 
 fn publish_config(config: &Config) -> PublishConfig {

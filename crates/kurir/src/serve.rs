@@ -30,7 +30,7 @@ pub const HTTP_LISTENING: &str = "http listening on ";
 /// A role `--role` can name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Role {
-    /// SMTP submission (gRPC arrives later).
+    /// Submission over SMTP and the gRPC API (`[grpc]`).
     Submit,
     /// Delivery to recipients' MX hosts (or static routes).
     Deliver,

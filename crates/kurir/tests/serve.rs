@@ -1,109 +1,14 @@
 //! The real `kurir` binary: `serve` comes up, reports ready, and exits 0 on SIGTERM;
 //! `config check` / `config example` behave as documented.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+mod common;
+
+use std::io::Read;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-const KURIR: &str = env!("CARGO_BIN_EXE_kurir");
-const TIMEOUT: Duration = Duration::from_secs(20);
-const POLL: Duration = Duration::from_millis(25);
-
-/// `kurir` with a clean environment: no inherited KURIR__ overrides or RUST_LOG.
-fn kurir() -> Command {
-    let mut command = Command::new(KURIR);
-    for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("KURIR") || name == "RUST_LOG" {
-            command.env_remove(name);
-        }
-    }
-    command
-}
-
-/// Kills the child if the test fails before it exits.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn write_config(dir: &Path, text: &str) -> std::path::PathBuf {
-    let path = dir.join("kurir.toml");
-    std::fs::write(&path, text).expect("write config");
-    path
-}
-
-/// The child's stdout lines, as they come.
-fn stdout_lines(child: &mut Child) -> mpsc::Receiver<String> {
-    let stdout = child.stdout.take().expect("piped stdout");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    rx
-}
-
-/// Waits for the stdout line `<prefix>ADDR` and returns the address.
-fn announced(lines: &mpsc::Receiver<String>, prefix: &str) -> SocketAddr {
-    let deadline = Instant::now() + TIMEOUT;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let line = lines
-            .recv_timeout(left)
-            .unwrap_or_else(|_| panic!("no `{prefix}` line"));
-        if let Some(addr) = line.strip_prefix(prefix) {
-            return addr.parse().expect("address");
-        }
-    }
-}
-
-/// A config for `serve` on free ports with its data in `dir`.
-fn serve_config(dir: &Path, extra: &str) -> std::path::PathBuf {
-    let text = format!(
-        "[node]\ndata_dir = \"{}\"\n[http]\nlisten = \"127.0.0.1:0\"\n[lifecycle]\ngrace_period = \"5s\"\n\
-         [smtp]\nlisteners = [{{ address = \"127.0.0.1:0\", mode = \"plain\" }}]\n{extra}",
-        dir.join("data").display()
-    );
-    write_config(dir, &text)
-}
-
-/// Status code of `GET path`, or `None` if the endpoint is not answering.
-fn get(addr: SocketAddr, path: &str) -> Option<u16> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).ok()?;
-    let mut reply = String::new();
-    stream.read_to_string(&mut reply).ok()?;
-    reply.split(' ').nth(1)?.parse().ok()
-}
-
-fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + TIMEOUT;
-    while !condition() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(POLL);
-    }
-}
-
-fn wait_for_exit(child: &mut Child) -> std::process::ExitStatus {
-    let deadline = Instant::now() + TIMEOUT;
-    loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            return status;
-        }
-        assert!(Instant::now() < deadline, "kurir did not exit");
-        std::thread::sleep(POLL);
-    }
-}
+use common::*;
 
 #[test]
 fn serve_becomes_ready_and_exits_cleanly_on_sigterm() {
@@ -347,95 +252,6 @@ fn serve_accepts_mail_over_smtp_and_queues_it_durably() {
     }
 }
 
-/// A DNS server and an SMTP sink on loopback for the delivery role of a `kurir` child, on
-/// a runtime of the test's own.
-struct Peers {
-    runtime: tokio::runtime::Runtime,
-    dns: kurir_testkit::DnsServer,
-    sink: kurir_testkit::SmtpSink,
-    /// For the cluster form: the Kafka-API broker and redis-server.
-    cluster: Option<(kurir_testkit::KafkaBroker, kurir_testkit::RedisServer)>,
-}
-
-impl Peers {
-    /// `domains` get MX records pointing at a sink on 127.0.0.2 that takes `delay` per
-    /// message.
-    fn start(domains: &[&str], delay: Duration) -> Self {
-        use kurir_testkit::smtp_sink::{Action, Match, Stage};
-        let runtime = tokio::runtime::Runtime::new().expect("runtime");
-        let port = kurir_testkit::free_port();
-        let (dns, sink) = runtime.block_on(async {
-            let dns = kurir_testkit::DnsServer::start().await.expect("dns");
-            let sink = kurir_testkit::SmtpSink::builder()
-                .ip(std::net::Ipv4Addr::new(127, 0, 0, 2))
-                .port(port)
-                .hostname("mx.sink.test")
-                .start()
-                .await
-                .expect("sink");
-            (dns, sink)
-        });
-        dns.add_a("mx.sink.test", std::net::Ipv4Addr::new(127, 0, 0, 2));
-        for d in domains {
-            dns.add_mx(d, 10, "mx.sink.test");
-        }
-        if !delay.is_zero() {
-            sink.on(Match::Any, Stage::DataEnd, Action::Delay(delay));
-        }
-        Self {
-            runtime,
-            dns,
-            sink,
-            cluster: None,
-        }
-    }
-
-    /// Adds a Kafka-API broker (Tansu) and redis-server for the cluster form.
-    fn with_cluster(mut self) -> Self {
-        let cluster = self.runtime.block_on(async {
-            let broker = kurir_testkit::KafkaBroker::start().await.expect("broker");
-            let redis = kurir_testkit::RedisServer::start().await.expect("redis");
-            (broker, redis)
-        });
-        self.cluster = Some(cluster);
-        self
-    }
-
-    /// The `[deliver]` section pointing the node at these peers.
-    fn deliver_config(&self) -> String {
-        let mut text = format!(
-            "[deliver]\nhostname = \"mta.kurir.test\"\n[deliver.dns]\nnameservers = [\"{}\"]\nmx_port = {}\n\
-             [deliver.pool]\nmax_connections = 4\n",
-            self.dns.addr(),
-            self.sink.port()
-        );
-        if let Some((broker, redis)) = &self.cluster {
-            // Tansu 0.6 needs one record per batch (see kurir_testkit::kafka); a short
-            // session so the restarted node gets the partitions of the killed one soon.
-            text.push_str(&format!(
-                "[queue]\nbackend = \"kafka\"\ndrain_timeout = \"2s\"\n[queue.kafka]\nbrokers = \"{}\"\n\
-                 session_timeout = \"6s\"\nproperties = {{ \"batch.num.messages\" = \"1\" }}\n\
-                 [state]\nbackend = \"redis\"\n[state.redis]\nurl = \"{}\"\n",
-                broker.bootstrap_servers(),
-                redis.url()
-            ));
-        }
-        text
-    }
-
-    /// Accepted recipients at the sink, with how often each arrived.
-    fn received(&self) -> std::collections::HashMap<String, usize> {
-        let _guard = self.runtime.enter();
-        let mut seen = std::collections::HashMap::new();
-        for t in self.sink.transactions() {
-            for r in t.accepted_rcpts() {
-                *seen.entry(r.to_owned()).or_insert(0) += 1;
-            }
-        }
-        seen
-    }
-}
-
 /// Sends `n` messages (recipient `u<i>@<domain>`) over one smtplib session.
 fn send_many_with_smtplib(port: u16, n: usize, domains: &[&str]) {
     let domains: Vec<String> = domains.iter().map(|d| format!("\"{d}\"")).collect();
@@ -461,23 +277,6 @@ s.quit()
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-/// `kurir serve --role <roles>` with `config`, once ready; returns it and its SMTP port.
-fn start_serve(config: &Path, roles: &str) -> (Running, u16) {
-    let child = kurir()
-        .args(["serve", "--role", roles, "--config"])
-        .arg(config)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn kurir");
-    let mut running = Running(child);
-    let lines = stdout_lines(&mut running.0);
-    let http = announced(&lines, kurir::serve::HTTP_LISTENING);
-    let smtp = announced(&lines, kurir::roles::SMTP_LISTENING);
-    wait_until("/readyz 200", || get(http, "/readyz") == Some(200));
-    (running, smtp.port())
 }
 
 #[test]

@@ -14,6 +14,7 @@ use std::time::Duration;
 use kurir_deliver::DeliverConfig;
 use kurir_queue::QueueConfig;
 use kurir_state::StateConfig;
+use kurir_submit::grpc::GrpcConfig;
 use kurir_submit::smtp::SmtpConfig;
 use kurir_telemetry::{HttpConfig, LogConfig};
 use serde::{Deserialize, Serialize};
@@ -41,6 +42,8 @@ pub struct Config {
     pub state: StateConfig,
     /// `[smtp]`: the SMTP submission server.
     pub smtp: SmtpConfig,
+    /// `[grpc]`: the gRPC API (submission, suppression, admin) and its API keys.
+    pub grpc: GrpcConfig,
     /// `[deliver]`: the delivery role (routing, connections, throttles, retries, bounces).
     pub deliver: DeliverConfig,
 }

@@ -36,6 +36,9 @@ impl Config {
         self.smtp
             .validate()
             .map_err(|e| ConfigError::key(format!("smtp.{}", e.key), e.message))?;
+        self.grpc
+            .validate()
+            .map_err(|e| ConfigError::key(format!("grpc.{}", e.key), e.message))?;
         self.deliver
             .validate()
             .map_err(|e| ConfigError::key(format!("deliver.{}", e.key), e.message))?;
@@ -76,8 +79,8 @@ impl Config {
         }
     }
 
-    /// Checks between sections: tenants SMTP assigns must exist, and with Kafka the largest
-    /// message SMTP accepts must fit a Kafka record.
+    /// Checks between sections: tenants SMTP users and gRPC API keys act for must exist, and
+    /// with Kafka the largest message SMTP accepts must fit a Kafka record.
     fn validate_across_sections(&self) -> Result<(), ConfigError> {
         let known = |t: &str| self.state.tenants.iter().any(|k| k == t);
         if !known(&self.smtp.default_tenant) {
@@ -97,6 +100,18 @@ impl Config {
             return Err(ConfigError::key(
                 format!("smtp.auth.users[{i}].tenant"),
                 format!("{:?} is not one of state.tenants", user.tenant),
+            ));
+        }
+        if let Some((i, key)) = self
+            .grpc
+            .api_keys
+            .iter()
+            .enumerate()
+            .find(|(_, k)| !known(&k.tenant))
+        {
+            return Err(ConfigError::key(
+                format!("grpc.api_keys[{i}].tenant"),
+                format!("{:?} is not one of state.tenants", key.tenant),
             ));
         }
         if self.queue.backend == kurir_queue::config::Backend::Kafka {
@@ -150,17 +165,37 @@ mod tests {
         Config::default().validate().unwrap();
     }
 
+    /// A valid API key for `tenant`.
+    fn api_key(tenant: &str) -> kurir_submit::grpc::ApiKeyConfig {
+        kurir_submit::grpc::ApiKeyConfig {
+            name: "ops".into(),
+            sha256: "0".repeat(64),
+            tenant: tenant.into(),
+            services: vec![kurir_submit::grpc::ApiService::Admin],
+            rate_per_second: 0.0,
+        }
+    }
+
     /// Makes one key of a valid config invalid.
     type Breaker = fn(&mut Config);
 
     #[test]
     fn each_check_names_its_key() {
-        let cases: [(&str, Breaker); 4] = [
+        let cases: [(&str, Breaker); 7] = [
             ("node.id", |c| c.node.id = "Bad_Id".into()),
             ("node.data_dir", |c| c.node.data_dir = "".into()),
             ("log.level", |c| c.log.level = "loud".into()),
             ("lifecycle.grace_period", |c| {
                 c.lifecycle.grace_period = Duration::from_millis(500)
+            }),
+            ("grpc.stream_window", |c| c.grpc.stream_window = 0),
+            ("grpc.api_keys[0].sha256", |c| {
+                c.grpc.api_keys = vec![api_key("default")];
+                c.grpc.api_keys[0].sha256 = "not hex".into();
+            }),
+            ("grpc.api_keys[1].tenant", |c| {
+                c.grpc.api_keys = vec![api_key("default"), api_key("nobody")];
+                c.grpc.api_keys[1].name = "other".into();
             }),
         ];
         for (key, break_it) in cases {

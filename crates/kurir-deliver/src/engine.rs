@@ -380,8 +380,11 @@ impl<Q: Queue + Clone, S: State + Clone> Node<Q, S> {
     }
 
     async fn handle(&self, message: Queued, ack: Ack) {
-        if self.process(&message).await.is_some() {
+        if let Some(fates) = self.process(&message).await {
             ack.done();
+            // After the ack: counters and history are for operators, and must not hold the
+            // partition's commits back.
+            self.note(&message, &fates, SystemTime::now()).await;
         }
     }
 
@@ -434,12 +437,16 @@ impl<Q: Queue + Clone, S: State + Clone> Node<Q, S> {
         .await
     }
 
-    async fn process(&self, message: &Queued) -> Option<()> {
+    /// The record's outcomes, once durable; `None` when the node shuts down first.
+    async fn process(&self, message: &Queued) -> Option<Vec<(usize, Fate)>> {
         let now = SystemTime::now();
         let domain = message.routing_key.domain();
         let bounce_order = match self.controls.is_paused(domain) {
             Some(pause) if pause.action == PauseAction::Bounce => Some(pause.reason),
-            Some(pause) => return self.hold_paused(message, pause.until, now).await,
+            Some(pause) => {
+                self.hold_paused(message, pause.until, now).await?;
+                return Some(Vec::new());
+            }
             None => None,
         };
         let recipients = &message.envelope.recipients;
@@ -567,7 +574,7 @@ impl<Q: Queue + Clone, S: State + Clone> Node<Q, S> {
         mut fates: Vec<(usize, Fate)>,
         info: AttemptInfo,
         now: SystemTime,
-    ) -> Option<()> {
+    ) -> Option<Vec<(usize, Fate)>> {
         let recipients = &message.envelope.recipients;
         let inner = self.inner();
 
@@ -682,8 +689,7 @@ impl<Q: Queue + Clone, S: State + Clone> Node<Q, S> {
             .await?;
         }
 
-        self.note(message, &fates, now).await;
-        Some(())
+        Some(fates)
     }
 
     fn dsns(
@@ -753,18 +759,23 @@ impl<Q: Queue + Clone, S: State + Clone> Node<Q, S> {
                 Fate::Suppressed(_) => (None, TrackKind::Suppressed, "suppressed"),
             };
             self.node_metrics().outcome(metric, 1);
-            if let Some(counter) = counter
-                && let Err(error) = self.state.count_domain(domain, counter).await
-            {
-                tracing::debug!(%error, "domain counter not updated");
-            }
             let entry = TrackEntry {
                 at: now,
                 kind,
                 recipient: Some(recipients[*i].address.to_string()),
                 detail: fate.detail(),
             };
-            if let Err(error) = self.state.track(message.id, &entry).await {
+            let count = async {
+                match counter {
+                    Some(counter) => self.state.count_domain(domain, counter).await,
+                    None => Ok(()),
+                }
+            };
+            let (counted, tracked) = tokio::join!(count, self.state.track(message.id, &entry));
+            if let Err(error) = counted {
+                tracing::debug!(%error, "domain counter not updated");
+            }
+            if let Err(error) = tracked {
                 tracing::debug!(%error, "message history not updated");
             }
             tracing::info!(id = %message.id, rcpt = %recipients[*i].address,

@@ -116,7 +116,15 @@ pub struct Router {
     routes: Vec<StaticRoute>,
     /// The port MX hosts (and implicit MX domains) are connected on.
     mx_port: u16,
+    /// Bounds the MX routes being resolved at once. A node starting on a backlog for
+    /// thousands of domains would otherwise send every lookup at the same moment, and the
+    /// nameserver drops what it cannot take (each drop costs a timeout and a deferral).
+    /// Answers in the resolver's cache return at once, so waiting here is rare.
+    lookups: tokio::sync::Semaphore,
 }
+
+/// MX routes resolved at once at most (see `Router::lookups`).
+const CONCURRENT_LOOKUPS: usize = 64;
 
 impl Router {
     /// Builds the resolver from `[deliver.dns]` and keeps `[deliver.routes]`.
@@ -147,6 +155,7 @@ impl Router {
             resolver,
             routes,
             mx_port: config.dns.mx_port,
+            lookups: tokio::sync::Semaphore::new(CONCURRENT_LOOKUPS),
         })
     }
 
@@ -157,7 +166,10 @@ impl Router {
             return self.smarthost_route(route, domain).await;
         }
         match &self.resolver {
-            Some(resolver) => mx_route(resolver, domain, self.mx_port).await,
+            Some(resolver) => {
+                let _permit = self.lookups.acquire().await.expect("never closed");
+                mx_route(resolver, domain, self.mx_port).await
+            }
             None => Err(RouteError::NoRoute(domain.to_owned())),
         }
     }

@@ -69,7 +69,9 @@ impl Drop for Slot {
         let mut state = self.inner.state.lock().expect("throttle lock");
         state.open = state.open.saturating_sub(1);
         drop(state);
-        self.inner.notify.notify_waiters();
+        // One freed slot serves one waiter: waking them all would make every waiting task
+        // re-poll for nothing. (A woken task that is dropped passes the wake-up on.)
+        self.inner.notify.notify_one();
     }
 }
 
@@ -138,9 +140,10 @@ impl Throttle {
         state.open > state.limit
     }
 
-    /// Wakes the tasks waiting on this throttle (a connection went back idle).
+    /// Wakes one task waiting on this throttle (a connection went back idle: any waiter
+    /// can use it, reusing it or closing it for a slot of its own kind).
     pub fn wake(&self) {
-        self.inner.notify.notify_waiters();
+        self.inner.notify.notify_one();
     }
 
     /// A future that completes at the next wake-up; enable it before checking conditions.

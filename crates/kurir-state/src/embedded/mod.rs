@@ -12,8 +12,9 @@
 //! # Durability
 //! A write returns only after an fsync that covers it (`PersistMode::SyncAll` through the
 //! group commit in `syncer`), for every operation except the per-domain operator counters
-//! ([`State::count_domain`]), which reach disk with the next sync or on close: they are
-//! statistics, not worth an fsync per delivery attempt.
+//! ([`State::count_domain`]) and message histories ([`State::track`]), which reach disk
+//! with the next sync or on close: they are for operators, not worth an fsync per delivery
+//! attempt.
 //!
 //! # Atomicity
 //! Claims, soft-bounce counts, counters and history appends are read-modify-write under a

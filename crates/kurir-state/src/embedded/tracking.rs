@@ -24,7 +24,9 @@ impl EmbeddedState {
         entry.detail = truncate_text(&entry.detail).to_owned();
         let json =
             serde_json::to_vec(&entry).map_err(|e| corrupt(&format!("tracking entry: {e}")))?;
-        self.write(move |inner| append(inner, id, &json)).await
+        // Like the domain counters, a history is for operators: it reaches disk with the
+        // next group sync (or on close), not with an fsync of its own per delivery.
+        self.blocking(move |inner| append(inner, id, &json)).await
     }
 
     /// A history is at most `tracking_max_entries` small values: read inline.

@@ -375,6 +375,7 @@ async fn time_node(
     let node = Deliverer::new(
         config,
         queue_config,
+        Duration::from_secs(2),
         queue.clone(),
         state.clone(),
         lifecycle.clone(),

@@ -38,8 +38,6 @@ use crate::retry::{self, NextStep};
 use crate::route::Router;
 use crate::throttle::Throttle;
 
-/// How often the domain pause list is re-read from the state store.
-const CONTROLS_POLL: Duration = Duration::from_secs(2);
 /// How often idle connections are checked for their idle timeout.
 const REAP_INTERVAL: Duration = Duration::from_millis(500);
 
@@ -203,10 +201,12 @@ struct AttemptInfo {
 
 impl<Q: Queue + Clone, S: State + Clone> Deliverer<Q, S> {
     /// Checks the configuration and builds the resolver; nothing is consumed before
-    /// [`Deliverer::run`].
+    /// [`Deliverer::run`]. Domain pauses and bounce orders are re-read from the state store
+    /// every `pause_poll` (`state.domain_poll_interval`).
     pub fn new(
         config: DeliverConfig,
         queue_config: &QueueConfig,
+        pause_poll: Duration,
         queue: Q,
         state: S,
         lifecycle: Lifecycle,
@@ -236,7 +236,7 @@ impl<Q: Queue + Clone, S: State + Clone> Deliverer<Q, S> {
             router,
             config,
         };
-        let controls = DomainControls::start(state.clone(), CONTROLS_POLL);
+        let controls = DomainControls::start(state.clone(), pause_poll);
         Ok(Self {
             node: Arc::new(Node {
                 inner: Arc::new(inner),

@@ -212,6 +212,7 @@ fn start_deliver<Q: Queue + Clone, S: State + Clone>(
     let deliverer = Deliverer::new(
         config.deliver.clone(),
         &config.queue,
+        config.state.domain_poll_interval,
         queue,
         state,
         lifecycle.clone(),

@@ -30,6 +30,8 @@ use tempfile::TempDir;
 use tokio::task::JoinHandle;
 
 pub(crate) const WAIT: Duration = Duration::from_secs(30);
+/// How often nodes re-read domain pauses.
+const PAUSE_POLL: Duration = Duration::from_millis(500);
 pub(crate) const HOSTNAME: &str = "mta.kurir.test";
 pub(crate) const SENDER: &str = "app@sender.test";
 
@@ -266,7 +268,8 @@ impl Env {
         type Probe<T> = Box<dyn Fn() -> T + Send + Sync>;
         let (metrics, sites, assigned, task): (DeliverMetrics, Probe<_>, Probe<_>, _) =
             with_backends!(self.backends.clone(), |q, s| {
-                let d = Deliverer::new(config, &queue_config, q, s, lifecycle.clone()).unwrap();
+                let d = Deliverer::new(config, &queue_config, PAUSE_POLL, q, s, lifecycle.clone())
+                    .unwrap();
                 let metrics = d.metrics().clone();
                 let (d2, d3) = (d.clone(), d.clone());
                 let task = tokio::spawn(async move {

@@ -1,4 +1,5 @@
-//! The command line: `kurir serve`, `kurir config check|example`, `kurir admin …`.
+//! The command line: `kurir serve`, `kurir demo`, `kurir config check|example`,
+//! `kurir admin …`.
 //!
 //! Exit codes: 0 success; 1 a runtime failure (including a drain that ran out of grace
 //! period, a refused gRPC call or an unreachable node); 2 a bad command line or a bad
@@ -37,6 +38,11 @@ pub enum Command {
     /// and a bounded drain on SIGTERM/SIGINT. MX routing is off until [deliver.dns] is
     /// configured: without it only [[deliver.routes]] domains are delivered.
     Serve(ServeArgs),
+    /// A self-contained demo: an all-in-one node (embedded storage in a temp dir, loopback
+    /// ports), an SMTP sink that refuses and greylists some recipients, a few thousand
+    /// messages over SMTP and gRPC, and a summary of what became of every recipient.
+    /// Exits 0 when the numbers add up.
+    Demo(DemoArgs),
     /// Check or print the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -280,6 +286,20 @@ pub struct ServeArgs {
     pub roles: Vec<Role>,
 }
 
+/// `kurir demo` arguments.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Messages in all: two thirds over SMTP, one third over gRPC.
+    #[arg(long, default_value_t = 3000, value_parser = clap::value_parser!(u64).range(3..=1_000_000))]
+    pub messages: u64,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// No progress bars.
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
 /// `kurir config …`.
 #[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
@@ -298,6 +318,7 @@ pub enum ConfigCommand {
 pub fn run() -> ExitCode {
     match Cli::parse().command {
         Command::Serve(args) => serve_command(&args),
+        Command::Demo(args) => demo_command(&args),
         Command::Config(ConfigCommand::Check { config }) => match load(config.as_deref()) {
             Ok(_) => {
                 println!("ok");
@@ -389,6 +410,46 @@ fn serve_command(args: &ServeArgs) -> ExitCode {
             eprintln!("error: {error:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+fn demo_command(args: &DemoArgs) -> ExitCode {
+    let runtime = match runtime() {
+        Ok(runtime) => runtime,
+        Err(code) => return code,
+    };
+    let options = crate::demo::DemoOptions {
+        messages: args.messages,
+        progress: !args.no_progress && !args.json,
+    };
+    if !args.json {
+        println!(
+            "kurir demo: {} messages over SMTP and gRPC through an all-in-one node to a sink",
+            args.messages
+        );
+    }
+    let summary = match runtime.block_on(crate::demo::run(&options)) {
+        Ok(summary) => summary,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if args.json {
+        match serde_json::to_string_pretty(&summary) {
+            Ok(json) => println!("{json}"),
+            Err(error) => {
+                eprintln!("error: {error}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        print!("{summary}");
+    }
+    if summary.adds_up {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }
 

@@ -3,10 +3,13 @@
 //!
 //! # Layout
 //!
-//! - [`cli`]: the command line (`serve`, `config check`, `config example`, `admin …`) and
+//! - [`cli`]: the command line (`serve`, `demo`, `config check`, `config example`,
+//!   `admin …`) and
 //!   exit codes.
 //! - [`admin`]: operator commands: `admin init-topics` on the configured backends, the
 //!   others as a client of a node's gRPC API (suppression, queue, domains, messages).
+//! - [`demo`]: `kurir demo`: a node, an SMTP sink and a load in one process, and what
+//!   became of every recipient.
 //! - [`config`]: the [`config::Config`] file: sections, defaults, `KURIR__…` environment
 //!   overrides, validation.
 //! - [`roles`]: the roles `kurir serve` runs on the configured backends: submission (SMTP
@@ -17,6 +20,7 @@
 pub mod admin;
 pub mod cli;
 pub mod config;
+pub mod demo;
 pub mod roles;
 pub mod serve;
 

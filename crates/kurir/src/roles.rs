@@ -18,6 +18,7 @@
 #![allow(clippy::print_stdout)] // the bound address lines are part of the CLI contract
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -74,10 +75,46 @@ pub struct Running {
     tasks: Vec<JoinHandle<()>>,
     queue: Option<QueueBackend>,
     state: Option<StateBackend>,
+    /// Where the servers listen (port 0 in the config: the port the system chose).
+    addrs: Addrs,
 }
 
-/// Opens the backends and starts the roles in `roles`.
+/// Where the submission servers listen.
+#[derive(Debug, Clone, Default)]
+pub struct Addrs {
+    /// Every SMTP listener, in `smtp.listeners` order.
+    pub smtp: Vec<SocketAddr>,
+    /// The gRPC listener, when `grpc.enabled`.
+    pub grpc: Option<SocketAddr>,
+}
+
+/// The servers' tasks and where they listen.
+struct Started {
+    tasks: Vec<JoinHandle<()>>,
+    addrs: Addrs,
+}
+
+/// Opens the backends and starts the roles in `roles`; prints where each server listens
+/// ([`SMTP_LISTENING`], [`GRPC_LISTENING`]) once every listener is bound.
 pub async fn start(
+    config: &Config,
+    roles: RoleSet,
+    lifecycle: &Lifecycle,
+    metrics: &Metrics,
+) -> anyhow::Result<Running> {
+    let running = start_quietly(config, roles, lifecycle, metrics).await?;
+    for addr in &running.addrs.smtp {
+        println!("{SMTP_LISTENING}{addr}");
+    }
+    if let Some(addr) = running.addrs.grpc {
+        println!("{GRPC_LISTENING}{addr}");
+    }
+    Ok(running)
+}
+
+/// [`start`] without the stdout lines (`kurir demo` keeps stdout for its own output);
+/// [`Running::addrs`] says where the servers listen.
+pub async fn start_quietly(
     config: &Config,
     roles: RoleSet,
     lifecycle: &Lifecycle,
@@ -87,6 +124,7 @@ pub async fn start(
         tasks: Vec::new(),
         queue: None,
         state: None,
+        addrs: Addrs::default(),
     };
     if !roles.submit && !roles.deliver {
         return Ok(running);
@@ -95,16 +133,28 @@ pub async fn start(
     let state = open_state(config).await?;
     running.queue = Some(queue.clone());
     running.state = Some(state.clone());
-    running.tasks = match queue {
+    let started = match queue {
         QueueBackend::Embedded(q) => {
             with_state(config, roles, q, state, lifecycle, metrics).await?
         }
         QueueBackend::Kafka(q) => with_state(config, roles, q, state, lifecycle, metrics).await?,
     };
+    running.tasks = started.tasks;
+    running.addrs = started.addrs;
     Ok(running)
 }
 
 impl Running {
+    /// Where the submission servers listen.
+    pub fn addrs(&self) -> &Addrs {
+        &self.addrs
+    }
+
+    /// The queue the roles run on (`None` when no role runs).
+    pub(crate) fn queue(&self) -> Option<&QueueBackend> {
+        self.queue.as_ref()
+    }
+
     /// After the drain: waits for the servers to stop, then closes the embedded stores
     /// (flushing them).
     pub async fn stop(self) {
@@ -171,7 +221,7 @@ async fn with_state<Q: Queue + Clone>(
     state: StateBackend,
     lifecycle: &Lifecycle,
     metrics: &Metrics,
-) -> anyhow::Result<Vec<JoinHandle<()>>> {
+) -> anyhow::Result<Started> {
     match state {
         StateBackend::Embedded(s) => start_roles(config, roles, queue, s, lifecycle, metrics).await,
         StateBackend::Redis(s) => start_roles(config, roles, queue, s, lifecycle, metrics).await,
@@ -185,8 +235,9 @@ async fn start_roles<Q: Queue + Clone, S: State + Clone>(
     state: S,
     lifecycle: &Lifecycle,
     metrics: &Metrics,
-) -> anyhow::Result<Vec<JoinHandle<()>>> {
+) -> anyhow::Result<Started> {
     let mut tasks = Vec::new();
+    let mut addrs = Addrs::default();
     let mut sites = None;
     // Delivery first: a bad [deliver] section fails the start before any port is bound.
     if roles.deliver {
@@ -195,9 +246,11 @@ async fn start_roles<Q: Queue + Clone, S: State + Clone>(
         sites = Some(hook);
     }
     if roles.submit {
-        tasks.extend(start_submit(config, queue, state, sites, lifecycle, metrics).await?);
+        let submit = start_submit(config, queue, state, sites, lifecycle, metrics).await?;
+        tasks.extend(submit.tasks);
+        addrs = submit.addrs;
     }
-    Ok(tasks)
+    Ok(Started { tasks, addrs })
 }
 
 /// Starts the delivery role: joins the consumer group and delivers until shutdown. Returns
@@ -250,7 +303,7 @@ async fn start_submit<Q: Queue + Clone, S: State + Clone>(
     sites: Option<SitesHook>,
     lifecycle: &Lifecycle,
     metrics: &Metrics,
-) -> anyhow::Result<Vec<JoinHandle<()>>> {
+) -> anyhow::Result<Started> {
     let publisher = Publisher::new(queue.clone(), publish_config(config));
     // Before binding: a bad certificate or config fails the start, not the first client.
     let server = SmtpServer::new(
@@ -275,10 +328,11 @@ async fn start_submit<Q: Queue + Clone, S: State + Clone>(
         None
     };
     let listeners = kurir_submit::smtp::bind(&config.smtp)?;
+    let mut addrs = Addrs::default();
     for (listener, mode) in &listeners {
         let addr = listener.local_addr().context("smtp listener address")?;
-        println!("{SMTP_LISTENING}{addr}");
         tracing::info!(%addr, ?mode, "smtp listening");
+        addrs.smtp.push(addr);
     }
     let grpc = match grpc {
         Some(grpc) => Some((grpc, bind_grpc(config).await?)),
@@ -286,23 +340,23 @@ async fn start_submit<Q: Queue + Clone, S: State + Clone>(
     };
     let mut tasks = vec![tokio::spawn(async move { server.serve(listeners).await })];
     if let Some((grpc, listener)) = grpc {
+        addrs.grpc = listener.local_addr().ok();
         tasks.push(tokio::spawn(async move {
             if let Err(error) = grpc.serve(listener).await {
                 tracing::error!(%error, "the grpc server stopped");
             }
         }));
     }
-    Ok(tasks)
+    Ok(Started { tasks, addrs })
 }
 
-/// Binds `grpc.listen` and announces it.
+/// Binds `grpc.listen`.
 async fn bind_grpc(config: &Config) -> anyhow::Result<TcpListener> {
     let listen = config.grpc.listen;
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on grpc.listen = {listen}"))?;
     let addr = listener.local_addr().context("grpc listener address")?;
-    println!("{GRPC_LISTENING}{addr}");
     tracing::info!(%addr, tls = config.grpc.tls.is_some(), "grpc listening");
     Ok(listener)
 }

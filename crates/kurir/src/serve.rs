@@ -131,14 +131,14 @@ async fn shut_down(lifecycle: &Lifecycle, signals: &mut OsSignals, grace: Durati
 }
 
 /// The running telemetry endpoint.
-struct HttpEndpoint {
-    addr: SocketAddr,
+pub(crate) struct HttpEndpoint {
+    pub(crate) addr: SocketAddr,
     stop: oneshot::Sender<()>,
     task: JoinHandle<()>,
 }
 
 impl HttpEndpoint {
-    async fn start(
+    pub(crate) async fn start(
         config: &HttpConfig,
         metrics: Arc<Metrics>,
         lifecycle: &Lifecycle,
@@ -155,7 +155,7 @@ impl HttpEndpoint {
         Ok(Self { addr, stop, task })
     }
 
-    async fn stop(self) {
+    pub(crate) async fn stop(self) {
         let _ = self.stop.send(());
         // `serve` bounds its own close; the margin only guards against a bug there.
         let bound = CLOSE_TIMEOUT + Duration::from_secs(1);

@@ -12,7 +12,8 @@
 //! schedule at half the rate `stream` reached, or at the rate given) and `whatif` (the
 //! `stream` and `paced` cases again with the message-history write taken out or not
 //! awaited: experiments through a wrapper around the state, not kurir as shipped; see
-//! [`Variant`]; `nohistory` and `detached` run one of them).
+//! [`Variant`]; `nohistory` and `detached` run one of them; `synced`, not in the default
+//! run, approximates the history write as it was before it stopped waiting for an fsync).
 //!
 //! Each case starts a fresh [`GrpcServer`] on 127.0.0.1:0 with an embedded queue (default
 //! `[queue]`: 16 mail partitions, group commit, fsync before every acknowledgement) and an
@@ -124,6 +125,10 @@ enum Variant {
     /// `track` hands the write to a spawned task and returns at once: the history write
     /// still happens (same CPU), but the submission does not wait for it.
     DetachedHistory,
+    /// `track`, then a wait for the state's next fsync (through a no-op state write): about
+    /// the history write as it was before it stopped waiting for an fsync of its own, plus
+    /// one more blocking-pool hop.
+    SyncedHistory,
 }
 
 impl Variant {
@@ -132,6 +137,7 @@ impl Variant {
             Self::Shipped => "",
             Self::NoHistory => " [what-if: no history write]",
             Self::DetachedHistory => " [what-if: history write not awaited]",
+            Self::SyncedHistory => " [what-if: history write + fsync wait]",
         }
     }
 }
@@ -224,6 +230,14 @@ impl State for Wrapped {
         match self.variant {
             Variant::Shipped => self.inner.track(id, entry).await,
             Variant::NoHistory => Ok(()),
+            Variant::SyncedHistory => {
+                self.inner.track(id, entry).await?;
+                // Releasing a key nobody holds changes nothing but waits for an fsync.
+                let tenant = Tenant::new(TENANT).expect("tenant");
+                self.inner
+                    .release_idempotency_key(&tenant, "bench-none")
+                    .await
+            }
             Variant::DetachedHistory => {
                 let (inner, entry) = (self.inner.clone(), entry.clone());
                 tokio::spawn(async move { inner.track(id, &entry).await });
@@ -746,6 +760,13 @@ fn main() {
     }
     if wanted("whatif") || wanted("detached") {
         cases.push(case(one, 64, 50_000, Variant::DetachedHistory));
+    }
+    // Not in `whatif`: an approximation of the history write before it stopped waiting
+    // for its own fsync, for comparing with `stream` and `windows` in the same run.
+    if wanted("synced") {
+        for window in [64, 256] {
+            cases.push(case(one, window, 50_000, Variant::SyncedHistory));
+        }
     }
 
     let mut out = std::io::stdout().lock();

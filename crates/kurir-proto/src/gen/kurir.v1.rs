@@ -144,7 +144,8 @@ pub struct MessageHistoryResponse {
 pub struct HistoryEntry {
     #[prost(int64, tag = "1")]
     pub time_unix_ms: i64,
-    /// `accepted`, `delivered`, `deferred`, `bounced`, `expired` or `suppressed`.
+    /// `delivered`, `deferred`, `bounced`, `expired` or `suppressed` (`accepted` is reserved
+    /// for a submission entry, not written today).
     #[prost(string, tag = "2")]
     pub kind: ::prost::alloc::string::String,
     /// The recipient concerned; empty for the whole message.
@@ -398,7 +399,9 @@ pub mod admin_service_client {
                 .insert(GrpcMethod::new("kurir.v1.AdminService", "InitTopics"));
             self.inner.unary(req, path, codec).await
         }
-        /// A message's history (accepted, attempts, outcomes), oldest first.
+        /// A message's history (each recipient's delivery outcomes, deferrals included),
+        /// oldest first. Submission writes no entry: a history write per accepted message halved
+        /// submission throughput (see docs/BENCHMARKS.md, gRPC submission).
         pub async fn message_history(
             &mut self,
             request: impl tonic::IntoRequest<super::MessageHistoryRequest>,
@@ -488,7 +491,9 @@ pub mod admin_service_server {
             tonic::Response<super::InitTopicsResponse>,
             tonic::Status,
         >;
-        /// A message's history (accepted, attempts, outcomes), oldest first.
+        /// A message's history (each recipient's delivery outcomes, deferrals included),
+        /// oldest first. Submission writes no entry: a history write per accepted message halved
+        /// submission throughput (see docs/BENCHMARKS.md, gRPC submission).
         async fn message_history(
             &self,
             request: tonic::Request<super::MessageHistoryRequest>,

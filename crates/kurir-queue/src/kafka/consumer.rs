@@ -208,7 +208,8 @@ impl Shared {
         }
     }
 
-    /// Stores and synchronously commits the final positions of revoked partitions.
+    /// Stores and commits the final positions of revoked partitions (synchronously, except
+    /// while closing).
     fn commit(&self, consumer: &KafkaConsumer, finals: &[(Arc<str>, i32, u64)]) {
         let mut tpl = TopicPartitionList::new();
         for (topic, partition, offset) in finals {
@@ -221,7 +222,16 @@ impl Shared {
         if tpl.count() == 0 {
             return;
         }
-        match consumer.commit(&tpl, CommitMode::Sync) {
+        // A synchronous commit waits for the group coordinator with no time limit; while
+        // the member is closing (the broker may be gone: a node shutting down with its
+        // cluster), an asynchronous one is sent instead and librdkafka's close, bounded by
+        // the session timeout, flushes it.
+        let mode = if self.closing.load(Ordering::Acquire) {
+            CommitMode::Async
+        } else {
+            CommitMode::Sync
+        };
+        match consumer.commit(&tpl, mode) {
             Ok(()) => tracing::debug!(group = %self.group, offsets = ?tpl, "offsets committed"),
             Err(error) => tracing::warn!(group = %self.group, %error, "commit on revoke failed"),
         }

@@ -381,12 +381,10 @@ impl<Q: Queue, S: State> Inner<Q, S> {
             tags,
             suppressed,
         };
-        let recipients = submission.envelope.recipients.len() + submission.suppressed.len();
         let accepted = self.publisher.publish(submission).await.map_err(|code| {
             tracing::warn!(key = %context.caller.key, error = %code, "message not queued");
             code_status(code)
         })?;
-        crate::publish::track_accepted(&self.state, &accepted, "gRPC", recipients).await;
         if accepted.events_failed > 0 {
             tracing::warn!(id = %accepted.id, failed = accepted.events_failed, "suppressed events lost");
         }

@@ -301,27 +301,3 @@ fn trace_context(traceparent: Option<&str>) -> Option<v1::TraceContext> {
         tracestate: String::new(),
     })
 }
-
-/// Starts the message's history (`AdminService.MessageHistory`, `kurir admin message`) with
-/// an `accepted` entry. The history is for operators: a failure to write it is logged and
-/// never fails the submission (one local write on the embedded store, one round trip on
-/// Redis).
-pub async fn track_accepted<S: kurir_state::State>(
-    state: &S,
-    accepted: &Accepted,
-    via: &str,
-    recipients: usize,
-) {
-    let entry = kurir_state::TrackEntry {
-        at: std::time::SystemTime::now(),
-        kind: kurir_state::TrackKind::Accepted,
-        recipient: None,
-        detail: format!(
-            "accepted over {via}: {recipients} recipient(s), {} queue record(s)",
-            accepted.records
-        ),
-    };
-    if let Err(error) = state.track(accepted.id, &entry).await {
-        tracing::debug!(id = %accepted.id, %error, "message history not started");
-    }
-}

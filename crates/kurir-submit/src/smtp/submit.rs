@@ -48,7 +48,6 @@ where
     }
 
     async fn publish(&self, tx: Transaction, body: Vec<u8>) -> Reply {
-        let recipients = tx.envelope.recipients.len() + tx.suppressed.len();
         let submission = Submission {
             tenant: tx.tenant.as_str().to_owned(),
             envelope: tx.envelope,
@@ -60,8 +59,6 @@ where
         };
         match self.shared.publisher.publish(submission).await {
             Ok(accepted) => {
-                crate::publish::track_accepted(&self.shared.state, &accepted, "SMTP", recipients)
-                    .await;
                 if accepted.records == 0 {
                     tracing::info!(peer = %self.peer, id = %accepted.id, "message dropped, all recipients suppressed");
                 } else {

@@ -69,9 +69,28 @@ pub(crate) struct Env {
     events: Arc<Mutex<Vec<v1::Event>>>,
     mail: Arc<Mutex<Vec<Queued>>>,
     _collectors: Vec<JoinHandle<()>>,
+    /// Tells the collectors to leave their consumer groups.
+    stop: tokio::sync::watch::Sender<bool>,
     _broker: Option<KafkaBroker>,
     _redis: Option<RedisServer>,
     _dir: TempDir,
+}
+
+impl Drop for Env {
+    /// The collectors' Kafka consumers leave their groups before the broker is stopped: a
+    /// librdkafka consumer closing after its broker is gone waits for it without end, and
+    /// the test's runtime would wait for that consumer's thread.
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+        let collectors = std::mem::take(&mut self._collectors);
+        tokio::task::block_in_place(|| {
+            tokio::runtime::Handle::current().block_on(async {
+                for c in collectors {
+                    let _ = tokio::time::timeout(WAIT, c).await;
+                }
+            });
+        });
+    }
 }
 
 /// A running delivery node.
@@ -171,6 +190,7 @@ impl Env {
             events: Arc::default(),
             mail: Arc::default(),
             _collectors: Vec::new(),
+            stop: tokio::sync::watch::channel(false).0,
             _broker: broker,
             _redis: redis,
             _dir: dir,
@@ -182,6 +202,7 @@ impl Env {
     /// Reads the events topic and the mail topic (DSNs land there) in test consumer
     /// groups of their own, into memory.
     fn collect(&mut self) {
+        let (stop_events, stop_mail) = (self.stop.subscribe(), self.stop.subscribe());
         let topics = self.queue_config.topics();
         let events = self.events.clone();
         let mail = self.mail.clone();
@@ -190,23 +211,35 @@ impl Env {
         let backends = self.backends.clone();
         self._collectors.push(tokio::spawn(async move {
             with_backends!(backends, |q, _s| {
-                collect_topic(q.clone(), "test-events", events_topic, move |bytes| {
-                    events
-                        .lock()
-                        .unwrap()
-                        .push(v1::Event::decode_bytes(bytes).expect("an event"));
-                })
+                collect_topic(
+                    q.clone(),
+                    "test-events",
+                    events_topic,
+                    stop_events,
+                    move |bytes| {
+                        events
+                            .lock()
+                            .unwrap()
+                            .push(v1::Event::decode_bytes(bytes).expect("an event"));
+                    },
+                )
                 .await
             })
         }));
         let backends = self.backends.clone();
         self._collectors.push(tokio::spawn(async move {
             with_backends!(backends, |q, _s| {
-                collect_topic(q.clone(), "test-mail", mail_topic, move |bytes| {
-                    mail.lock()
-                        .unwrap()
-                        .push(Queued::decode(bytes).expect("a message"));
-                })
+                collect_topic(
+                    q.clone(),
+                    "test-mail",
+                    mail_topic,
+                    stop_mail,
+                    move |bytes| {
+                        mail.lock()
+                            .unwrap()
+                            .push(Queued::decode(bytes).expect("a message"));
+                    },
+                )
                 .await
             })
         }));
@@ -396,12 +429,19 @@ async fn collect_topic<Q: Queue>(
     queue: Q,
     group: &str,
     topic: String,
+    stop: tokio::sync::watch::Receiver<bool>,
     mut push: impl FnMut(Bytes) + Send,
 ) {
     let mut sub = queue.subscribe(group, &[topic]).await.unwrap();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut stop = stop;
     loop {
         tokio::select! {
+            // Leave the group while the broker still runs (see `Env`'s `Drop`).
+            _ = stop.changed() => {
+                sub.close().await;
+                return;
+            }
             event = sub.next_event() => match event {
                 Some(PartitionEvent::Assigned(mut stream)) => {
                     let tx = tx.clone();

@@ -46,7 +46,9 @@ async fn the_report_and_the_sink_count_every_message_once() {
     );
     // 4 connections, each reconnecting after 40 messages.
     assert!(seen.connections >= 500 / 40, "{seen}");
-    assert!(seen.max_open_connections <= 4, "{seen}");
+    // At most 4 at once from the sender's side; the sink counts a connection as open until
+    // it has read the FIN, so a connection's successor may overlap it briefly there.
+    assert!(seen.max_open_connections <= 2 * 4, "{seen}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

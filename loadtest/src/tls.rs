@@ -17,8 +17,18 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(ring::default_provider())
 }
 
-/// A client config that accepts any server certificate.
+/// A client config that accepts any server certificate; built once and shared by every
+/// connection (a load generator opens many).
 pub(crate) fn client_config() -> anyhow::Result<Arc<rustls::ClientConfig>> {
+    static CONFIG: std::sync::OnceLock<Arc<rustls::ClientConfig>> = std::sync::OnceLock::new();
+    if let Some(config) = CONFIG.get() {
+        return Ok(config.clone());
+    }
+    let config = build_client_config()?;
+    Ok(CONFIG.get_or_init(|| config).clone())
+}
+
+fn build_client_config() -> anyhow::Result<Arc<rustls::ClientConfig>> {
     let provider = provider();
     let verifier = AnyCertificate(provider.signature_verification_algorithms);
     let config = rustls::ClientConfig::builder_with_provider(provider)

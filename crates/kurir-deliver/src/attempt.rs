@@ -48,18 +48,26 @@ pub(crate) struct Report {
     pub(crate) verdicts: Vec<Verdict>,
     pub(crate) mx_host: String,
     pub(crate) tls_version: Option<&'static str>,
-    /// Whether a connection to a receiver was made (or reused): an attempt counts.
-    pub(crate) connected: bool,
     pub(crate) started: Instant,
 }
 
 impl Report {
+    /// Every recipient gets `verdict`; no connection was made.
     fn all(n: usize, verdict: Verdict, started: Instant) -> Self {
         Self {
             verdicts: vec![verdict; n],
             mx_host: String::new(),
             tls_version: None,
-            connected: false,
+            started,
+        }
+    }
+
+    /// The verdicts of an attempt over `conn`.
+    fn over(conn: &Connection, verdicts: Vec<Verdict>, started: Instant) -> Self {
+        Self {
+            verdicts,
+            mx_host: conn.target().host.clone(),
+            tls_version: conn.tls_version(),
             started,
         }
     }
@@ -183,22 +191,15 @@ pub(crate) async fn attempt(inner: &Arc<Inner>, message: &Queued, envelope: &Env
                     .metrics
                     .connection(if reused { "reused" } else { "opened" });
                 if let Some(verdict) = refuse_before_sending(&conn, envelope, body.len()) {
-                    let mut report = Report::all(n, verdict, started);
-                    report.mx_host = conn.target().host.clone();
-                    report.tls_version = conn.tls_version();
-                    report.connected = true;
+                    let report = Report::over(&conn, vec![verdict; n], started);
                     give_back(inner, &site, conn, slot, kind, false).await;
                     return report;
                 }
                 match conn.send(&tx).await {
                     Ok(replies) => {
-                        let verdicts = verdicts_from(inner, &replies, n);
                         note_replies(inner, &site, &replies);
-                        let mut report = Report::all(0, Verdict::deferred(""), started);
-                        report.verdicts = verdicts;
-                        report.mx_host = conn.target().host.clone();
-                        report.tls_version = conn.tls_version();
-                        report.connected = true;
+                        let report =
+                            Report::over(&conn, verdicts_from(inner, &replies, n), started);
                         give_back(inner, &site, conn, slot, kind, needs_reset(&replies)).await;
                         return report;
                     }
@@ -220,10 +221,7 @@ pub(crate) async fn attempt(inner: &Arc<Inner>, message: &Queued, envelope: &Env
                             reply: e.reply().cloned(),
                             reason: e.to_string(),
                         };
-                        let mut report = Report::all(n, verdict, started);
-                        report.mx_host = conn.target().host.clone();
-                        report.tls_version = conn.tls_version();
-                        report.connected = true;
+                        let report = Report::over(&conn, vec![verdict; n], started);
                         close_later(conn, slot);
                         return report;
                     }

@@ -71,6 +71,9 @@ impl Inner {
     /// The throttle of a domain whose policy sets limits.
     pub(crate) fn domain_throttle(&self, domain: &str) -> Option<Throttle> {
         let mut map = self.domain_throttles.lock().expect("domain throttles");
+        if let Some(known) = map.get(domain) {
+            return known.clone();
+        }
         map.entry(domain.to_owned())
             .or_insert_with(|| {
                 let p = self.config.policy_for(domain)?;
@@ -489,13 +492,13 @@ impl<Q: Queue + Clone, S: State + Clone> Node<Q, S> {
                 to_try.push(i);
             }
         }
-        self.node_metrics().outcome("replayed", replayed);
+        self.inner.metrics.outcome("replayed", replayed);
 
         let mut info = AttemptInfo {
             attempt: message.attempts + 1,
             ..AttemptInfo::default()
         };
-        let max_age = self.inner().config.max_age;
+        let max_age = self.inner.config.max_age;
         if let Some(reason) = bounce_order {
             // An operator's bounce order: nothing is attempted; the DSN carries the reason.
             for &i in &to_try {
@@ -517,7 +520,7 @@ impl<Q: Queue + Clone, S: State + Clone> Node<Q, S> {
             } else {
                 let mut envelope = message.envelope.clone();
                 envelope.recipients = to_try.iter().map(|&i| recipients[i].clone()).collect();
-                let report = attempt::attempt(&self.inner().clone(), message, &envelope).await;
+                let report = attempt::attempt(&self.inner, message, &envelope).await;
                 info.mx_host = report.mx_host.clone();
                 info.tls_version = report.tls_version;
                 info.duration_ms = report.started.elapsed().as_millis() as i64;
@@ -529,14 +532,6 @@ impl<Q: Queue + Clone, S: State + Clone> Node<Q, S> {
         fates.sort_by_key(|(i, _)| *i);
         self.finish(message, tenant.as_ref(), fates, info, now)
             .await
-    }
-
-    fn inner(&self) -> &Arc<Inner> {
-        &self.inner
-    }
-
-    fn node_metrics(&self) -> &DeliverMetrics {
-        &self.inner.metrics
     }
 
     /// A paused domain's record goes back to the first retry tier, attempts unchanged.
@@ -561,7 +556,8 @@ impl<Q: Queue + Clone, S: State + Clone> Node<Q, S> {
             self.queue.publish(&topic, vec![record.clone()])
         })
         .await?;
-        self.node_metrics()
+        self.inner
+            .metrics
             .outcome("paused", message.envelope.recipients.len() as u64);
         Some(())
     }
@@ -576,7 +572,7 @@ impl<Q: Queue + Clone, S: State + Clone> Node<Q, S> {
         now: SystemTime,
     ) -> Option<Vec<(usize, Fate)>> {
         let recipients = &message.envelope.recipients;
-        let inner = self.inner();
+        let inner = &self.inner;
 
         // Deferred recipients: the next tier, or expiry when it would come too late.
         let attempts = info.attempt.max(message.attempts);
@@ -702,7 +698,7 @@ impl<Q: Queue + Clone, S: State + Clone> Node<Q, S> {
         let recipients = &message.envelope.recipients;
         let remote = (!info.mx_host.is_empty()).then(|| info.mx_host.clone());
         let block = |r, action, fate: &Fate| dsn_block(r, action, fate, remote.as_deref());
-        let hostname = self.inner().config.hostname.as_str();
+        let hostname = self.inner.config.hostname.as_str();
         let failed: Vec<DsnRecipient<'_>> = fates
             .iter()
             .filter_map(|(i, fate)| match fate {
@@ -758,7 +754,7 @@ impl<Q: Queue + Clone, S: State + Clone> Node<Q, S> {
                 }
                 Fate::Suppressed(_) => (None, TrackKind::Suppressed, "suppressed"),
             };
-            self.node_metrics().outcome(metric, 1);
+            self.inner.metrics.outcome(metric, 1);
             let entry = TrackEntry {
                 at: now,
                 kind,

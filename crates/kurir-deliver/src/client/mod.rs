@@ -234,9 +234,3 @@ pub fn tls_roots(ca_file: Option<&std::path::Path>) -> Result<rustls::RootCertSt
     }
     Ok(roots)
 }
-
-/// Whether a message needs SMTPUTF8 on the wire: the client asked for it, or an address
-/// in the envelope has a non-ASCII local part.
-pub fn needs_smtputf8(envelope: &Envelope) -> bool {
-    envelope.needs_smtputf8()
-}

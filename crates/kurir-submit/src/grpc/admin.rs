@@ -240,10 +240,7 @@ fn until(secs: u64) -> Result<SystemTime, Status> {
 fn queue_status(error: QueueError) -> Status {
     let code = kurir_core::ErrorCode::QueueUnavailable;
     tracing::warn!(%error, "queue admin call failed");
-    Status::new(
-        tonic::Code::from(i32::from(code.grpc_code())),
-        format!("{code}: {error}"),
-    )
+    Status::new(super::grpc_code(code), format!("{code}: {error}"))
 }
 
 fn partition_stats(lag: &PartitionLag) -> PartitionStats {

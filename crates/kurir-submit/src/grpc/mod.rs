@@ -45,6 +45,16 @@ pub use server::GrpcServer;
 
 use kurir_proto::v1;
 
+/// The gRPC code of a client-facing error (the shared `ErrorCode` table).
+fn grpc_code(code: kurir_core::ErrorCode) -> tonic::Code {
+    tonic::Code::from(i32::from(code.grpc_code()))
+}
+
+/// The status of a client-facing error: its gRPC code and its text.
+fn code_status(code: kurir_core::ErrorCode) -> tonic::Status {
+    tonic::Status::new(grpc_code(code), code.to_string())
+}
+
 /// What the admin service needs from outside this crate: the delivery role's site state
 /// (when it runs in this process), the topics to create, the maximum queue age.
 #[derive(Clone)]

@@ -424,13 +424,7 @@ fn recipient_results(recipients: &[Address], suppressed: &[Address]) -> Vec<v1::
         .collect()
 }
 
-/// The status of a client-facing error: its gRPC code and its text.
-fn code_status(code: ErrorCode) -> Status {
-    Status::new(
-        tonic::Code::from(i32::from(code.grpc_code())),
-        code.to_string(),
-    )
-}
+use super::code_status;
 
 fn state_status(error: &kurir_state::StateError) -> Status {
     tracing::warn!(%error, "state store failed");

@@ -11,6 +11,7 @@
 //! that feeds the response through a channel of [`EXPORT_BUFFER`], so a slow client holds
 //! at most one page and the buffer.
 
+use super::request::invalid;
 use std::fmt;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -261,23 +262,18 @@ async fn export_rest<S: State>(
 
 // --- conversions and checks ------------------------------------------------------------
 
-fn invalid(field: &str, message: impl fmt::Display) -> Status {
-    Status::invalid_argument(format!("{field}: {message}"))
-}
-
 /// The status for a store failure: the code from the shared [`kurir_core::ErrorCode`]
 /// table; bad input keeps its message (it names the field), a failing store is logged
 /// and answered with the generic text.
 pub(crate) fn state_status(error: StateError) -> Status {
     let code = error.code();
-    let grpc = tonic::Code::from(i32::from(code.grpc_code()));
     match error {
         StateError::Unavailable(_) | StateError::Corrupt(_) => {
             tracing::warn!(%error, "state store call failed");
-            Status::new(grpc, code.to_string())
+            super::code_status(code)
         }
         StateError::Invalid { .. } | StateError::UnknownTenant(_) => {
-            Status::new(grpc, error.to_string())
+            Status::new(super::grpc_code(code), error.to_string())
         }
     }
 }
@@ -305,7 +301,7 @@ fn parse_addresses(addresses: &[String]) -> Result<Vec<Address>, Status> {
     addresses
         .iter()
         .enumerate()
-        .map(|(i, a)| Address::parse(a).map_err(|e| invalid(&format!("addresses[{i}]"), e)))
+        .map(|(i, a)| Address::parse(a).map_err(|e| invalid(format!("addresses[{i}]"), e)))
         .collect()
 }
 
@@ -329,13 +325,13 @@ fn entry_from_proto(
     now: SystemTime,
 ) -> Result<Suppression, Status> {
     let field = |name: &str| format!("entries[{i}].{name}");
-    let address = Address::parse(&entry.address).map_err(|e| invalid(&field("address"), e))?;
+    let address = Address::parse(&entry.address).map_err(|e| invalid(field("address"), e))?;
     let scope = scope_for(caller, entry.scope, &field("scope"))?;
     let reason = reason_from_proto(entry.reason)
-        .ok_or_else(|| invalid(&field("reason"), format!("unknown reason {}", entry.reason)))?;
+        .ok_or_else(|| invalid(field("reason"), format!("unknown reason {}", entry.reason)))?;
     if entry.source.len() > MAX_SOURCE {
         return Err(invalid(
-            &field("source"),
+            field("source"),
             format!("at most {MAX_SOURCE} bytes"),
         ));
     }

@@ -37,17 +37,14 @@ impl<Q: Queue> Publisher<Q> {
             return SuppressedEvents::default();
         }
         let now = SystemTime::now();
-        let mut seen: Vec<&Address> = Vec::with_capacity(submission.suppressed.len());
+        let mut seen = std::collections::HashSet::with_capacity(submission.suppressed.len());
+        let trace = trace_context(submission.traceparent.as_deref());
         let records: Vec<OutgoingRecord> = submission
             .suppressed
             .iter()
-            .filter(|&address| {
-                let first = !seen.contains(&address);
-                seen.push(address);
-                first
-            })
+            .filter(|address| seen.insert(*address))
             .map(|address| {
-                let event = self.suppressed_event(id, submission, address, now);
+                let event = self.suppressed_event(id, submission, address, &trace, now);
                 OutgoingRecord::new(event.routing_key.clone(), event.encode_to_bytes())
             })
             .collect();
@@ -81,6 +78,7 @@ impl<Q: Queue> Publisher<Q> {
         id: MessageId,
         submission: &Submission,
         address: &Address,
+        trace: &Option<v1::TraceContext>,
         now: SystemTime,
     ) -> v1::Event {
         let domain = address.domain();
@@ -93,7 +91,7 @@ impl<Q: Queue> Publisher<Q> {
             queued_ms: 0,
             time_unix_ms: time_to_unix_ms(now),
             tags: submission.tags.clone(),
-            trace: trace_context(submission.traceparent.as_deref()),
+            trace: trace.clone(),
             ..v1::Event::default()
         };
         event.set_event_id(MessageId::new());

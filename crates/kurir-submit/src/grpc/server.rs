@@ -116,9 +116,15 @@ impl<Q: Queue + Clone, S: State + Clone> GrpcServer<Q, S> {
         let signal = lifecycle.shutdown_signal();
         tracing::info!(listen = ?local, tls, "grpc serving");
         let serve = router.serve_with_incoming_shutdown(incoming, signal.wait());
+        tokio::pin!(serve);
         tokio::select! {
-            served = serve => served.map_err(|e| GrpcError::Serve(e.to_string()))?,
+            served = &mut serve => served.map_err(|e| GrpcError::Serve(e.to_string()))?,
             () = calls_done_after_shutdown(lifecycle) => {
+                // A call counts as done once its last frame is handed to the connection;
+                // the connections get a moment to write it (e.g. a stream's UNAVAILABLE
+                // trailers) before they are dropped, so the client reads the status
+                // instead of a reset connection.
+                let _ = tokio::time::timeout(FLUSH_GRACE, &mut serve).await;
                 tracing::debug!("grpc calls done; idle connections left to close on their own");
             }
         }
@@ -227,6 +233,9 @@ async fn not_serving_on_shutdown(reporter: HealthReporter, lifecycle: Lifecycle)
             .await;
     }
 }
+
+/// How long connections may still write after the last call finished, at shutdown.
+const FLUSH_GRACE: Duration = Duration::from_millis(250);
 
 /// Resolves once shutdown has begun and no `grpc` activity is left.
 async fn calls_done_after_shutdown(lifecycle: Lifecycle) {

@@ -45,8 +45,10 @@ proptest! {
         prop_assert_eq!(Domain::parse(&d.to_ascii_uppercase()).unwrap(), parsed);
     }
 
+    // `xn--` is the one prefix with hyphens in positions 3-4 that is allowed: an A-label,
+    // valid whenever its rest is valid Punycode (e.g. `xn--cla`), so it is not generated.
     #[test]
-    fn reserved_hyphen_labels_are_refused(a in "[a-z]{2}", b in "[a-z]{1,5}") {
+    fn reserved_hyphen_labels_are_refused(a in "[a-wyz][a-z]|x[a-mo-z]", b in "[a-z]{1,5}") {
         let reserved = format!("{a}--{b}.test");
         prop_assert!(Domain::parse(&reserved).is_err());
     }

@@ -23,7 +23,10 @@ use kurir_queue::{
     Ack, OutgoingRecord, PartitionEvent, PartitionStream, Queue, QueueConfig, QueueError, Topics,
 };
 use kurir_state::controls::DomainControls;
-use kurir_state::{DomainCounter, PauseAction, State, StateError, Tenant, TrackEntry, TrackKind};
+use kurir_state::{
+    DomainCounter, DomainCounters, PauseAction, Settlement, State, StateError, Tenant, TrackEntry,
+    TrackKind,
+};
 use tokio_util::task::TaskTracker;
 
 use crate::attempt::{self, Verdict};
@@ -150,6 +153,39 @@ impl Fate {
             Self::Expired { .. } => Outcome::Expired,
             Self::Suppressed(_) => Outcome::Suppressed,
             Self::Cancelled(_) => Outcome::Bounced(kurir_core::BounceClass::Policy),
+        }
+    }
+
+    /// The domain counter it adds to (suppressed recipients were not attempted).
+    fn counter(&self) -> Option<DomainCounter> {
+        match self {
+            Self::Delivered(_) => Some(DomainCounter::Delivered),
+            Self::Deferred { .. } => Some(DomainCounter::Deferred),
+            Self::Bounced { .. } | Self::Cancelled(_) | Self::Expired { .. } => {
+                Some(DomainCounter::Bounced)
+            }
+            Self::Suppressed(_) => None,
+        }
+    }
+
+    fn track_kind(&self) -> TrackKind {
+        match self {
+            Self::Delivered(_) => TrackKind::Delivered,
+            Self::Deferred { .. } => TrackKind::Deferred,
+            Self::Bounced { .. } | Self::Cancelled(_) => TrackKind::Bounced,
+            Self::Expired { .. } => TrackKind::Expired,
+            Self::Suppressed(_) => TrackKind::Suppressed,
+        }
+    }
+
+    /// The `outcome` label of `kurir_deliver_outcomes_total`.
+    fn metric(&self) -> &'static str {
+        match self {
+            Self::Delivered(_) => "delivered",
+            Self::Deferred { .. } => "deferred",
+            Self::Bounced { .. } | Self::Cancelled(_) => "bounced",
+            Self::Expired { .. } => "expired",
+            Self::Suppressed(_) => "suppressed",
         }
     }
 
@@ -385,9 +421,7 @@ impl<Q: Queue + Clone, S: State + Clone> Node<Q, S> {
     async fn handle(&self, message: Queued, ack: Ack) {
         if let Some(fates) = self.process(&message).await {
             ack.done();
-            // After the ack: counters and history are for operators, and must not hold the
-            // partition's commits back.
-            self.note(&message, &fates, SystemTime::now()).await;
+            self.note(&message, &fates);
         }
     }
 
@@ -619,18 +653,40 @@ impl<Q: Queue + Clone, S: State + Clone> Node<Q, S> {
             }
         }
 
-        // The ledger first: once it says delivered, a replay will not mail again.
+        // The ledger first: once it says delivered, a replay will not mail again. The
+        // domain's counters and the message's history ride along in the same write.
         let delivered: Vec<Address> = fates
             .iter()
             .filter(|(_, f)| matches!(f, Fate::Delivered(_)))
             .map(|(i, _)| recipients[*i].address.clone())
             .collect();
-        if !delivered.is_empty() {
-            self.state_op("ledger write", (), || {
-                self.state.mark_delivered(message.id, &delivered)
+        let mut counts = DomainCounters::default();
+        let history: Vec<TrackEntry> = fates
+            .iter()
+            .map(|(i, fate)| {
+                match fate.counter() {
+                    Some(DomainCounter::Delivered) => counts.delivered += 1,
+                    Some(DomainCounter::Deferred) => counts.deferred += 1,
+                    Some(DomainCounter::Bounced) => counts.bounced += 1,
+                    None => {}
+                }
+                TrackEntry {
+                    at: now,
+                    kind: fate.track_kind(),
+                    recipient: Some(recipients[*i].address.to_string()),
+                    detail: fate.detail(),
+                }
             })
+            .collect();
+        let settlement = Settlement {
+            id: message.id,
+            domain: message.routing_key.domain(),
+            delivered: &delivered,
+            counts,
+            history: &history,
+        };
+        self.state_op("ledger write", (), || self.state.settle(&settlement))
             .await?;
-        }
 
         // Bounce memory: hard bounces suppress the address.
         if let Some(tenant) = tenant {
@@ -729,51 +785,12 @@ impl<Q: Queue + Clone, S: State + Clone> Node<Q, S> {
             .collect()
     }
 
-    /// Operator counters and the message history: best effort (a failure is logged, the
-    /// outcome itself is already durable).
-    async fn note(&self, message: &Queued, fates: &[(usize, Fate)], now: SystemTime) {
-        let domain = message.routing_key.domain();
+    /// Metrics and a log line per outcome (counters and history were written with the
+    /// ledger).
+    fn note(&self, message: &Queued, fates: &[(usize, Fate)]) {
         let recipients = &message.envelope.recipients;
         for (i, fate) in fates {
-            let (counter, kind, metric) = match fate {
-                Fate::Delivered(_) => (
-                    Some(DomainCounter::Delivered),
-                    TrackKind::Delivered,
-                    "delivered",
-                ),
-                Fate::Deferred { .. } => (
-                    Some(DomainCounter::Deferred),
-                    TrackKind::Deferred,
-                    "deferred",
-                ),
-                Fate::Bounced { .. } | Fate::Cancelled(_) => {
-                    (Some(DomainCounter::Bounced), TrackKind::Bounced, "bounced")
-                }
-                Fate::Expired { .. } => {
-                    (Some(DomainCounter::Bounced), TrackKind::Expired, "expired")
-                }
-                Fate::Suppressed(_) => (None, TrackKind::Suppressed, "suppressed"),
-            };
-            self.inner.metrics.outcome(metric, 1);
-            let entry = TrackEntry {
-                at: now,
-                kind,
-                recipient: Some(recipients[*i].address.to_string()),
-                detail: fate.detail(),
-            };
-            let count = async {
-                match counter {
-                    Some(counter) => self.state.count_domain(domain, counter).await,
-                    None => Ok(()),
-                }
-            };
-            let (counted, tracked) = tokio::join!(count, self.state.track(message.id, &entry));
-            if let Err(error) = counted {
-                tracing::debug!(%error, "domain counter not updated");
-            }
-            if let Err(error) = tracked {
-                tracing::debug!(%error, "message history not updated");
-            }
+            self.inner.metrics.outcome(fate.metric(), 1);
             tracing::info!(id = %message.id, rcpt = %recipients[*i].address,
                 outcome = %fate.outcome(), detail = %fate.detail(), "outcome");
         }

@@ -187,6 +187,9 @@ mod tests {
         async fn mark_delivered(&self, _: MessageId, _: &[Address]) -> Result<()> {
             unused()
         }
+        async fn settle(&self, _: &crate::Settlement<'_>) -> Result<()> {
+            unused()
+        }
         async fn delivered(&self, _: MessageId, _: &[Address]) -> Result<Vec<bool>> {
             unused()
         }

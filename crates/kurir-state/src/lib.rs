@@ -30,7 +30,7 @@ pub use config::StateConfig;
 pub use error::StateError;
 pub use model::{
     BounceVerdict, Claim, DomainCounter, DomainCounters, DomainPause, Page, PauseAction, Reason,
-    Scope, Suppression, Tenant, TrackEntry, TrackKind,
+    Scope, Settlement, Suppression, Tenant, TrackEntry, TrackKind,
 };
 
 /// Shorthand for the futures the trait returns.
@@ -110,6 +110,12 @@ pub trait State: Send + Sync + 'static {
         id: MessageId,
         recipients: &[Address],
     ) -> impl Future<Output = Result<Vec<bool>>> + Send;
+
+    /// Writes what one delivery attempt settled ([`Settlement`]): ledger entries for the
+    /// delivered recipients (durable on return, as [`State::mark_delivered`]), the domain's
+    /// counters and the history entries, together. Equivalent to `mark_delivered`, then
+    /// `count_domain` per count, then `track` per entry, in one round trip.
+    fn settle(&self, settlement: &Settlement<'_>) -> impl Future<Output = Result<()>> + Send;
 
     // --- idempotency -------------------------------------------------------------------
 

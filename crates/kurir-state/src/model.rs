@@ -4,7 +4,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::SystemTime;
 
-use kurir_core::{Address, Domain};
+use kurir_core::{Address, Domain, MessageId};
 use serde::{Deserialize, Serialize};
 
 use crate::error::StateError;
@@ -222,6 +222,29 @@ pub struct DomainCounters {
     pub delivered: u64,
     pub deferred: u64,
     pub bounced: u64,
+}
+
+/// What one delivery attempt of a message settled, written by [`crate::State::settle`] in
+/// one call: the delivery node's bookkeeping for a record, one round trip (Redis) or one
+/// batch (embedded) instead of one per recipient and per kind.
+#[derive(Debug, Clone, Copy)]
+pub struct Settlement<'a> {
+    pub id: MessageId,
+    /// The recipient domain, whose operator counters `counts` adds to.
+    pub domain: &'a Domain,
+    /// Recipients now delivered: their ledger entries are durable when `settle` returns
+    /// (as with [`crate::State::mark_delivered`]).
+    pub delivered: &'a [Address],
+    /// Added to the domain's counters.
+    pub counts: DomainCounters,
+    /// Appended to the message's history, in order.
+    pub history: &'a [TrackEntry],
+}
+
+impl Settlement<'_> {
+    pub fn counts_anything(&self) -> bool {
+        self.counts != DomainCounters::default()
+    }
 }
 
 /// Which per-domain counter to increment.

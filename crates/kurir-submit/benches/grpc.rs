@@ -199,6 +199,9 @@ impl State for Wrapped {
     ) -> kurir_state::Result<()> {
         self.inner.mark_delivered(id, recipients).await
     }
+    async fn settle(&self, settlement: &kurir_state::Settlement<'_>) -> kurir_state::Result<()> {
+        self.inner.settle(settlement).await
+    }
     async fn delivered(
         &self,
         id: MessageId,

@@ -7,6 +7,7 @@
 
 use std::time::SystemTime;
 
+use fjall::OwnedWriteBatch;
 use kurir_core::{Address, BounceClass, Domain};
 
 use super::codec::{
@@ -46,21 +47,11 @@ impl EmbeddedState {
         counter: DomainCounter,
     ) -> Result<()> {
         let key = counter_key(domain, counter);
-        // Not followed by a sync: see "Durability" in the module docs.
-        self.blocking(move |inner| {
-            let store = &inner.store;
-            let _stripe = inner.stripes.lock(&key);
-            let old = store.domains.get(&key).map_err(backend("counting"))?;
-            let count = old
-                .as_deref()
-                .and_then(be_u64)
-                .unwrap_or(0)
-                .saturating_add(1);
-            let _writing = store.writing();
-            store
-                .domains
-                .insert(key, count.to_be_bytes())
-                .map_err(backend("counting"))
+        // Not durable by itself: see "Durability" in the module docs.
+        self.on_writer(false, move |inner| {
+            let mut batch = inner.store.db.batch();
+            add_to_counter(&inner.store, &mut batch, key, 1)?;
+            batch.commit().map_err(backend("counting"))
         })
         .await
     }
@@ -87,16 +78,13 @@ impl EmbeddedState {
 /// Suppresses the address (tenant scope, no expiry) and forgets its soft bounces.
 fn store_suppression(inner: &Inner, entry: &Suppression) -> Result<()> {
     let key = suppression_key(&entry.scope, &entry.address);
-    let _stripe = inner.stripes.lock(&key);
     write_suppression(&inner.store, entry, key)
 }
 
-/// [`store_suppression`] with the stripe of `key` already held.
 fn write_suppression(store: &Store, entry: &Suppression, key: Vec<u8>) -> Result<()> {
     let mut batch = store.db.batch();
     batch.insert(&store.suppressions, key.clone(), encode_suppression(entry));
     batch.remove(&store.bounces, key);
-    let _writing = store.writing();
     batch.commit().map_err(backend("recording a bounce"))
 }
 
@@ -104,7 +92,6 @@ fn count_soft_bounce(inner: &Inner, entry: &Suppression) -> Result<BounceVerdict
     let (store, config, now) = (&inner.store, &inner.config, entry.created);
     // The same key as the tenant-scope suppression entry, in another keyspace.
     let key = suppression_key(&entry.scope, &entry.address);
-    let _stripe = inner.stripes.lock(&key);
     let mut times = match store
         .bounces
         .get(&key)
@@ -143,7 +130,6 @@ fn count_soft_bounce(inner: &Inner, entry: &Suppression) -> Result<BounceVerdict
         &[] as &[u8],
     );
     batch.insert(&store.bounces, key, value);
-    let _writing = store.writing();
     batch.commit().map_err(backend("recording a bounce"))?;
     Ok(BounceVerdict {
         soft_bounces,
@@ -158,7 +144,25 @@ fn decode_times(bytes: &[u8]) -> Result<Vec<SystemTime>> {
         .collect()
 }
 
-fn counter_key(domain: &Domain, counter: DomainCounter) -> Vec<u8> {
+/// Adds `n` to a domain counter in `batch` (on the writer thread: nothing else changes the
+/// counter before the batch is committed).
+pub(super) fn add_to_counter(
+    store: &Store,
+    batch: &mut OwnedWriteBatch,
+    key: Vec<u8>,
+    n: u64,
+) -> Result<()> {
+    let old = store.domains.get(&key).map_err(backend("counting"))?;
+    let count = old
+        .as_deref()
+        .and_then(be_u64)
+        .unwrap_or(0)
+        .saturating_add(n);
+    batch.insert(&store.domains, key, count.to_be_bytes());
+    Ok(())
+}
+
+pub(super) fn counter_key(domain: &Domain, counter: DomainCounter) -> Vec<u8> {
     let mut key = domain.as_str().as_bytes().to_vec();
     key.push(0);
     key.push(match counter {

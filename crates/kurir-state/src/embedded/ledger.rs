@@ -7,15 +7,20 @@
 
 use std::time::SystemTime;
 
+use fjall::OwnedWriteBatch;
 use kurir_core::{Address, MessageId};
 
+use super::bounce::{add_to_counter, counter_key};
 use super::codec::{
     Tag, corrupt, expiry_key, is_live, ledger_key, payload, put_expiry, tenant_prefix,
 };
 use super::store::{Store, backend};
+use super::tracking::{append, encode_entry};
 use super::{EmbeddedState, INLINE_READS, Inner};
 use crate::Result;
-use crate::model::{Claim, PENDING_CLAIM_TTL, Tenant, check_idempotency_key};
+use crate::model::{
+    Claim, DomainCounter, PENDING_CLAIM_TTL, Settlement, Tenant, check_idempotency_key,
+};
 
 const PENDING: u8 = 0;
 const DONE: u8 = 1;
@@ -27,21 +32,51 @@ impl EmbeddedState {
         }
         let keys: Vec<Vec<u8>> = recipients.iter().map(|a| ledger_key(id, a)).collect();
         self.write(move |inner| {
-            let store = &inner.store;
-            let expires = SystemTime::now() + inner.config.ledger_ttl;
-            let mut value = Vec::new();
-            put_expiry(&mut value, Some(expires));
-            let mut batch = store.db.batch();
-            for key in keys {
-                batch.insert(
-                    &store.expiry,
-                    expiry_key(expires, Tag::Ledger, &key),
-                    &[] as &[u8],
-                );
-                batch.insert(&store.ledger, key, value.clone());
-            }
-            let _writing = store.writing();
+            let mut batch = inner.store.db.batch();
+            mark_in(inner, &mut batch, keys);
             batch.commit().map_err(backend("marking deliveries"))
+        })
+        .await
+    }
+
+    /// One writer job for the ledger entries, counters and history of an attempt; durable
+    /// when it delivered someone.
+    pub(super) async fn settle_attempt(&self, settlement: &Settlement<'_>) -> Result<()> {
+        let Settlement {
+            id,
+            domain,
+            delivered,
+            counts,
+            history,
+        } = *settlement;
+        let ledger: Vec<Vec<u8>> = delivered.iter().map(|a| ledger_key(id, a)).collect();
+        let counters: Vec<(Vec<u8>, u64)> = [
+            (DomainCounter::Delivered, counts.delivered),
+            (DomainCounter::Deferred, counts.deferred),
+            (DomainCounter::Bounced, counts.bounced),
+        ]
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(counter, n)| (counter_key(domain, counter), n))
+        .collect();
+        let history = history
+            .iter()
+            .map(encode_entry)
+            .collect::<Result<Vec<_>>>()?;
+        if ledger.is_empty() && counters.is_empty() && history.is_empty() {
+            return Ok(());
+        }
+        let durable = !ledger.is_empty();
+        self.on_writer(durable, move |inner| {
+            let mut batch = inner.store.db.batch();
+            mark_in(inner, &mut batch, ledger);
+            for (key, n) in counters {
+                add_to_counter(&inner.store, &mut batch, key, n)?;
+            }
+            append(inner, &mut batch, id, &history)?;
+            batch
+                .commit()
+                .map_err(backend("settling a delivery attempt"))
         })
         .await
     }
@@ -61,11 +96,7 @@ impl EmbeddedState {
 
     pub(super) async fn claim(&self, tenant: &Tenant, key: &str) -> Result<Claim> {
         let key = self.idempotency_key(tenant, key)?;
-        let (claim, wrote) = self.blocking(move |inner| claim(inner, &key)).await?;
-        if wrote {
-            self.inner.syncer.sync().await?;
-        }
-        Ok(claim)
+        self.write(move |inner| claim(inner, &key)).await
     }
 
     pub(super) async fn complete(&self, tenant: &Tenant, key: &str, result: &[u8]) -> Result<()> {
@@ -73,7 +104,6 @@ impl EmbeddedState {
         let result = result.to_vec();
         self.write(move |inner| {
             let store = &inner.store;
-            let _stripe = inner.stripes.lock(&key);
             if let Some((DONE, _)) = current(store, &key)? {
                 return Ok(()); // the first result stays
             }
@@ -87,9 +117,7 @@ impl EmbeddedState {
         let key = self.idempotency_key(tenant, key)?;
         self.write(move |inner| {
             let store = &inner.store;
-            let _stripe = inner.stripes.lock(&key);
             if let Some((PENDING, _)) = current(store, &key)? {
-                let _writing = store.writing();
                 store
                     .idempotency
                     .remove(key)
@@ -106,6 +134,25 @@ impl EmbeddedState {
         let mut out = tenant_prefix(b't', tenant);
         out.extend_from_slice(key.as_bytes());
         Ok(out)
+    }
+}
+
+/// Ledger entries (keys from [`ledger_key`]) in `batch`, live for `ledger_ttl`.
+fn mark_in(inner: &Inner, batch: &mut OwnedWriteBatch, keys: Vec<Vec<u8>>) {
+    if keys.is_empty() {
+        return;
+    }
+    let store = &inner.store;
+    let expires = SystemTime::now() + inner.config.ledger_ttl;
+    let mut value = Vec::new();
+    put_expiry(&mut value, Some(expires));
+    for key in keys {
+        batch.insert(
+            &store.expiry,
+            expiry_key(expires, Tag::Ledger, &key),
+            &[] as &[u8],
+        );
+        batch.insert(&store.ledger, key, value.clone());
     }
 }
 
@@ -126,17 +173,16 @@ fn delivered(store: &Store, id: MessageId, recipients: &[Address]) -> Result<Vec
         .collect()
 }
 
-/// The claim's answer and whether it wrote (only a new claim does).
-fn claim(inner: &Inner, key: &[u8]) -> Result<(Claim, bool)> {
+/// The claim's answer (only a new claim writes).
+fn claim(inner: &Inner, key: &[u8]) -> Result<Claim> {
     let store = &inner.store;
-    let _stripe = inner.stripes.lock(key);
     match current(store, key)? {
-        Some((DONE, result)) => Ok((Claim::Done(result), false)),
-        Some(_) => Ok((Claim::Pending, false)),
+        Some((DONE, result)) => Ok(Claim::Done(result)),
+        Some(_) => Ok(Claim::Pending),
         None => {
             let expires = SystemTime::now() + PENDING_CLAIM_TTL.min(inner.config.idempotency_ttl);
             put_key(store, key.to_vec(), expires, PENDING, &[])?;
-            Ok((Claim::New, true))
+            Ok(Claim::New)
         }
     }
 }
@@ -177,6 +223,5 @@ fn put_key(
         &[] as &[u8],
     );
     batch.insert(&store.idempotency, key, value);
-    let _writing = store.writing();
     batch.commit().map_err(backend("storing a key"))
 }

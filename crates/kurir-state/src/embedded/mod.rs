@@ -5,24 +5,26 @@
 //! # Layout
 //! - `codec`: keyspaces, key layout and value encodings (the on-disk format).
 //! - `store`: the database handles and the locks for atomic read-modify-write.
-//! - `syncer`: group commit (one fsync for many concurrent writes) and the sweep timer.
+//! - `writer`: the single writer thread: every write, group commit (one fsync for many
+//!   concurrent writes) and the expiry sweep.
 //! - `sweep`: deletion of expired entries through the expiry index.
 //! - `suppression`, `bounce`, `ledger`, `tracking`: the [`State`] operations by area.
 //!
 //! # Durability
 //! A write returns only after an fsync that covers it (`PersistMode::SyncAll` through the
-//! group commit in `syncer`), for every operation except the per-domain operator counters
+//! group commit in `writer`), for every operation except the per-domain operator counters
 //! ([`State::count_domain`]) and message histories ([`State::track`]), which reach disk
-//! with the next sync or on close: they are for operators, not worth an fsync per delivery
-//! attempt.
+//! with the next durable write or on close: they are for operators, not worth an fsync per
+//! delivery attempt. [`State::settle`] is durable when it delivered someone.
 //!
 //! # Atomicity
-//! Claims, soft-bounce counts, counters and history appends are read-modify-write under a
-//! striped in-process mutex (`store::Stripes`): atomic within this process, which is the
-//! only one that can open the directory (fjall locks it).
+//! Every write runs on the one writer thread, so claims, soft-bounce counts, counters and
+//! history appends (read-modify-write) are atomic within this process, which is the only
+//! one that can open the directory (fjall locks it).
 //!
 //! # Blocking
-//! fjall calls block. Writes and scans run on tokio's blocking pool; reads of at most
+//! fjall calls block. Writes run on the writer thread and scans on tokio's blocking pool;
+//! reads of at most
 //! [`INLINE_READS`] keys stay inline: a point read is a few microseconds from the block
 //! cache, a page-cache read at worst, cheaper than the hop to another thread. A check of
 //! more than 512 addresses is split over the cores (reads are independent); with a 64 MiB
@@ -35,8 +37,8 @@ mod ledger;
 mod store;
 mod suppression;
 mod sweep;
-mod syncer;
 mod tracking;
+mod writer;
 
 #[cfg(test)]
 mod tests;
@@ -47,13 +49,13 @@ use std::sync::Arc;
 
 use kurir_core::{Address, BounceClass, Domain, MessageId};
 
-use self::store::{Store, Stripes};
-use self::syncer::Syncer;
+use self::store::Store;
+use self::writer::{Answer, Job, Writer};
 use crate::config::StateConfig;
 use crate::error::StateError;
 use crate::model::{
-    BounceVerdict, Claim, DomainCounter, DomainCounters, DomainPause, Page, Scope, Suppression,
-    Tenant, TrackEntry,
+    BounceVerdict, Claim, DomainCounter, DomainCounters, DomainPause, Page, Scope, Settlement,
+    Suppression, Tenant, TrackEntry,
 };
 use crate::{Result, State};
 
@@ -64,15 +66,15 @@ pub const INLINE_READS: usize = 16;
 #[derive(Clone)]
 pub struct EmbeddedState {
     inner: Arc<Inner>,
+    writer: Arc<Writer>,
 }
 
+/// What the writer thread and the readers share.
 struct Inner {
     store: Store,
     config: StateConfig,
     /// `config.tenants`, for the check every request makes.
     tenants: HashSet<String>,
-    stripes: Stripes,
-    syncer: Syncer,
 }
 
 impl std::fmt::Debug for EmbeddedState {
@@ -86,24 +88,20 @@ impl std::fmt::Debug for EmbeddedState {
 impl EmbeddedState {
     /// Opens (or creates) the store in `dir`. Fails if another process has it open.
     pub fn open(dir: &Path, config: &StateConfig) -> Result<Self> {
-        let store = Store::open(dir)?;
-        let syncer = Syncer::start(store.clone())?;
-        Ok(Self {
-            inner: Arc::new(Inner {
-                store,
-                config: config.clone(),
-                tenants: config.tenants.iter().cloned().collect(),
-                stripes: Stripes::new(),
-                syncer,
-            }),
-        })
+        let inner = Arc::new(Inner {
+            store: Store::open(dir)?,
+            config: config.clone(),
+            tenants: config.tenants.iter().cloned().collect(),
+        });
+        let writer = Arc::new(Writer::start(inner.clone())?);
+        Ok(Self { inner, writer })
     }
 
     /// Flushes everything to disk and stops the background thread. Writes through any
     /// clone fail as unavailable afterwards; once every clone is dropped the directory can
     /// be opened again.
     pub async fn close(&self) {
-        self.inner.syncer.stop().await;
+        self.writer.stop().await;
     }
 
     /// Runs `f` on the blocking pool.
@@ -118,15 +116,35 @@ impl EmbeddedState {
             .map_err(|e| StateError::Unavailable(format!("embedded state: task failed: {e}")))?
     }
 
-    /// Runs a write on the blocking pool, then waits until it is on disk.
+    /// Runs a write on the writer thread and waits until it is on disk.
     async fn write<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&Inner) -> Result<T> + Send + 'static,
     {
-        let value = self.blocking(f).await?;
-        self.inner.syncer.sync().await?;
-        Ok(value)
+        self.on_writer(true, f).await
+    }
+
+    /// Runs a write on the writer thread; unless `durable`, it reaches disk with the next
+    /// durable write (or on close).
+    async fn on_writer<T, F>(&self, durable: bool, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Inner) -> Result<T> + Send + 'static,
+    {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.writer.submit(Job {
+            durable,
+            run: Box::new(move |inner| {
+                let value = f(inner);
+                Box::new(move |synced: Result<()>| {
+                    let _ = tx.send(synced.and(value));
+                }) as Answer
+            }),
+        })?;
+        rx.await.map_err(|_| {
+            StateError::Unavailable("embedded state: the writer stopped before answering".into())
+        })?
     }
 }
 
@@ -193,6 +211,10 @@ impl State for EmbeddedState {
 
     async fn mark_delivered(&self, id: MessageId, recipients: &[Address]) -> Result<()> {
         self.mark(id, recipients).await
+    }
+
+    async fn settle(&self, settlement: &Settlement<'_>) -> Result<()> {
+        self.settle_attempt(settlement).await
     }
 
     async fn delivered(&self, id: MessageId, recipients: &[Address]) -> Result<Vec<bool>> {

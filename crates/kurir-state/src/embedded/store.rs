@@ -1,9 +1,6 @@
-//! The fjall database, its keyspaces, and the locks that make read-modify-write operations
-//! atomic within the process.
+//! The fjall database and its keyspaces.
 
-use std::hash::{Hash, Hasher};
 use std::path::Path;
-use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions};
 
@@ -30,10 +27,6 @@ pub(super) struct Store {
     pub(super) tracking: Keyspace,
     pub(super) pauses: Keyspace,
     pub(super) expiry: Keyspace,
-    /// Writers hold it shared while they commit; the sweep holds it exclusively between
-    /// reading that an entry expired and deleting it, so it never deletes an entry that a
-    /// writer has just replaced with a live one.
-    gate: Arc<RwLock<()>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -67,7 +60,6 @@ impl Store {
             pauses: open("pauses")?,
             expiry: open("expiry")?,
             db,
-            gate: Arc::default(),
         })
     }
 
@@ -81,37 +73,5 @@ impl Store {
             Tag::Tracking => &self.tracking,
             Tag::Pause => &self.pauses,
         }
-    }
-
-    /// Held while committing a write.
-    pub(super) fn writing(&self) -> RwLockReadGuard<'_, ()> {
-        self.gate.read().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Held by the sweep.
-    pub(super) fn sweeping(&self) -> RwLockWriteGuard<'_, ()> {
-        self.gate.write().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
-/// Striped mutexes for read-modify-write operations on one key (claims, counters,
-/// appends): two operations on the same key never interleave; different keys rarely share
-/// a stripe.
-#[derive(Debug)]
-pub(super) struct Stripes(Box<[Mutex<()>]>);
-
-const STRIPES: usize = 256;
-
-impl Stripes {
-    pub(super) fn new() -> Self {
-        Self((0..STRIPES).map(|_| Mutex::new(())).collect())
-    }
-
-    /// Locks the stripe of `key` (the guard protects no data, so poisoning is ignored).
-    pub(super) fn lock(&self, key: &[u8]) -> MutexGuard<'_, ()> {
-        let mut hasher = std::hash::DefaultHasher::new();
-        key.hash(&mut hasher);
-        let index = (hasher.finish() % STRIPES as u64) as usize;
-        self.0[index].lock().unwrap_or_else(|e| e.into_inner())
     }
 }

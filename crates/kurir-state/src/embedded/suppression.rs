@@ -54,7 +54,6 @@ impl EmbeddedState {
                 }
                 batch.insert(&store.suppressions, key, value);
             }
-            let _writing = store.writing();
             batch.commit().map_err(backend("suppressing"))
         })
         .await
@@ -74,7 +73,6 @@ impl EmbeddedState {
             let (store, now) = (&inner.store, SystemTime::now());
             let mut batch = store.db.batch();
             let mut existed = 0;
-            let _writing = store.writing();
             for (key, ()) in keys {
                 if let Some(value) = store
                     .suppressions

@@ -16,7 +16,6 @@ use crate::error::StateError;
 /// Deletes up to `limit` due index entries and the expired entries they point at; returns
 /// how many index entries it handled.
 pub(super) fn sweep(store: &Store, now: SystemTime, limit: usize) -> Result<usize, StateError> {
-    let _gate = store.sweeping();
     let bound = expiry_bound(now);
     let mut batch = store.db.batch();
     let mut handled = 0;

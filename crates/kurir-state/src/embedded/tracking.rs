@@ -7,6 +7,7 @@
 
 use std::time::SystemTime;
 
+use fjall::OwnedWriteBatch;
 use kurir_core::{Domain, MessageId};
 
 use super::codec::{
@@ -20,13 +21,15 @@ use crate::model::{DomainPause, TrackEntry, truncate_text};
 
 impl EmbeddedState {
     pub(super) async fn append_track(&self, id: MessageId, entry: &TrackEntry) -> Result<()> {
-        let mut entry = entry.clone();
-        entry.detail = truncate_text(&entry.detail).to_owned();
-        let json =
-            serde_json::to_vec(&entry).map_err(|e| corrupt(&format!("tracking entry: {e}")))?;
+        let json = encode_entry(entry)?;
         // Like the domain counters, a history is for operators: it reaches disk with the
-        // next group sync (or on close), not with an fsync of its own per delivery.
-        self.blocking(move |inner| append(inner, id, &json)).await
+        // next durable write (or on close), not with an fsync of its own per delivery.
+        self.on_writer(false, move |inner| {
+            let mut batch = inner.store.db.batch();
+            append(inner, &mut batch, id, &[json])?;
+            batch.commit().map_err(backend("appending to a history"))
+        })
+        .await
     }
 
     /// A history is at most `tracking_max_entries` small values: read inline.
@@ -64,7 +67,6 @@ impl EmbeddedState {
                 );
             }
             batch.insert(&store.pauses, key, value);
-            let _writing = store.writing();
             batch.commit().map_err(backend("pausing a domain"))
         })
         .await
@@ -74,7 +76,6 @@ impl EmbeddedState {
         let key = domain.as_str().as_bytes().to_vec();
         self.write(move |inner| {
             let store = &inner.store;
-            let _stripe = inner.stripes.lock(&key);
             let Some(value) = store
                 .pauses
                 .get(&key)
@@ -82,7 +83,6 @@ impl EmbeddedState {
             else {
                 return Ok(false);
             };
-            let _writing = store.writing();
             store
                 .pauses
                 .remove(key)
@@ -117,10 +117,27 @@ impl EmbeddedState {
     }
 }
 
-fn append(inner: &Inner, id: MessageId, json: &[u8]) -> Result<()> {
+/// A history entry as stored (its detail cut to [`crate::model::MAX_TEXT`]).
+pub(super) fn encode_entry(entry: &TrackEntry) -> Result<Vec<u8>> {
+    let mut entry = entry.clone();
+    entry.detail = truncate_text(&entry.detail).to_owned();
+    serde_json::to_vec(&entry).map_err(|e| corrupt(&format!("tracking entry: {e}")))
+}
+
+/// Adds encoded entries to a message's history in `batch`, dropping the oldest after the
+/// first over `tracking_max_entries` (on the writer thread: the history does not change
+/// before the batch is committed).
+pub(super) fn append(
+    inner: &Inner,
+    batch: &mut OwnedWriteBatch,
+    id: MessageId,
+    entries: &[Vec<u8>],
+) -> Result<()> {
+    if entries.is_empty() {
+        return Ok(());
+    }
     let store = &inner.store;
     let prefix = message_key(id);
-    let _stripe = inner.stripes.lock(&prefix);
     let mut seqs = Vec::new();
     for item in store.tracking.prefix(prefix) {
         let key = item.key().map_err(backend("appending to a history"))?;
@@ -128,22 +145,28 @@ fn append(inner: &Inner, id: MessageId, json: &[u8]) -> Result<()> {
     }
     let next = seqs.last().map_or(0, |s| s + 1);
     let expires = SystemTime::now() + inner.config.tracking_ttl;
-    let mut value = Vec::with_capacity(12 + json.len());
-    put_expiry(&mut value, Some(expires));
-    value.extend_from_slice(json);
-    let mut batch = store.db.batch();
-    // Keep the first entry and the newest `max - 1` (this one included).
+    // Keep the first entry and the newest `max - 1`, old and new ones alike.
     let max = inner.config.tracking_max_entries.max(2) as usize;
-    let excess = (seqs.len() + 1).saturating_sub(max);
-    for seq in seqs.iter().skip(1).take(excess) {
-        batch.remove(&store.tracking, track_key(id, *seq).to_vec());
+    let excess = (seqs.len() + entries.len()).saturating_sub(max);
+    let old = seqs.iter().map(|s| (*s, None));
+    let new = (next..).zip(entries.iter().map(Some));
+    for (position, (seq, json)) in old.chain(new).enumerate() {
+        let dropped = (1..=excess).contains(&position);
+        match (dropped, json) {
+            (true, None) => batch.remove(&store.tracking, track_key(id, seq).to_vec()),
+            (false, Some(json)) => {
+                let mut value = Vec::with_capacity(12 + json.len());
+                put_expiry(&mut value, Some(expires));
+                value.extend_from_slice(json);
+                batch.insert(&store.tracking, track_key(id, seq).to_vec(), value);
+            }
+            _ => {}
+        }
     }
-    batch.insert(&store.tracking, track_key(id, next).to_vec(), value);
     batch.insert(
         &store.expiry,
         expiry_key(expires, Tag::Tracking, &prefix),
         &[] as &[u8],
     );
-    let _writing = store.writing();
-    batch.commit().map_err(backend("appending to a history"))
+    Ok(())
 }

@@ -34,8 +34,8 @@ use self::keys::Keys;
 use crate::config::StateConfig;
 use crate::error::StateError;
 use crate::model::{
-    BounceVerdict, Claim, DomainCounter, DomainCounters, DomainPause, Page, Scope, Suppression,
-    Tenant, TrackEntry,
+    BounceVerdict, Claim, DomainCounter, DomainCounters, DomainPause, Page, Scope, Settlement,
+    Suppression, Tenant, TrackEntry,
 };
 use crate::{Result, State};
 
@@ -214,6 +214,10 @@ impl State for RedisState {
 
     async fn mark_delivered(&self, id: MessageId, recipients: &[Address]) -> Result<()> {
         self.ledger_add(id, recipients).await
+    }
+
+    async fn settle(&self, settlement: &Settlement<'_>) -> Result<()> {
+        self.settle_attempt(settlement).await
     }
 
     async fn delivered(&self, id: MessageId, recipients: &[Address]) -> Result<Vec<bool>> {

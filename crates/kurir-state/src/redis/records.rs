@@ -6,10 +6,12 @@ use kurir_core::{Address, MessageId};
 
 use super::RedisState;
 use super::codec::{decode_track, encode_track, ms};
-use super::scripts::{RELEASE_CLAIM, TRACK};
+use super::scripts::{RELEASE_CLAIM, TRACK, TRACK_SOURCE};
 use crate::Result;
 use crate::error::StateError;
-use crate::model::{Claim, PENDING_CLAIM_TTL, Tenant, TrackEntry, check_idempotency_key};
+use crate::model::{
+    Claim, PENDING_CLAIM_TTL, Settlement, Tenant, TrackEntry, check_idempotency_key,
+};
 
 const PENDING: &[u8] = b"P";
 const DONE: u8 = b'D';
@@ -31,6 +33,66 @@ impl RedisState {
         let mut conn = self.conn();
         self.run("mark delivered", pipe.query_async::<()>(&mut conn))
             .await
+    }
+
+    /// One pipeline (one round trip): the ledger entries in a `MULTI` block (the set and its
+    /// TTL together), the counters, then the history appends as the `TRACK` script sent
+    /// with `EVAL` (the server caches it; `EVALSHA` would fail after a `SCRIPT FLUSH`). Not
+    /// one transaction: the keys are in different slots.
+    pub(super) async fn settle_attempt(&self, settlement: &Settlement<'_>) -> Result<()> {
+        let config = self.config();
+        let keys = self.keys();
+        let mut pipe = redis::pipe();
+        let mut commands = 0;
+        if !settlement.delivered.is_empty() {
+            let key = keys.ledger(settlement.id);
+            let names: Vec<String> = settlement
+                .delivered
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            pipe.cmd("MULTI").ignore();
+            pipe.cmd("SADD").arg(&key).arg(&names).ignore();
+            pipe.cmd("PEXPIRE")
+                .arg(&key)
+                .arg(ms(config.ledger_ttl))
+                .ignore();
+            pipe.cmd("EXEC").ignore();
+            commands += 1;
+        }
+        let counts = settlement.counts;
+        let counters = keys.domain_counters(settlement.domain);
+        for (field, n) in [
+            ("delivered", counts.delivered),
+            ("deferred", counts.deferred),
+            ("bounced", counts.bounced),
+        ] {
+            if n > 0 {
+                pipe.cmd("HINCRBY")
+                    .arg(&counters)
+                    .arg(field)
+                    .arg(n)
+                    .ignore();
+                commands += 1;
+            }
+        }
+        let tracking = keys.tracking(settlement.id);
+        for entry in settlement.history {
+            pipe.cmd("EVAL")
+                .arg(TRACK_SOURCE)
+                .arg(1)
+                .arg(&tracking)
+                .arg(encode_track(entry)?)
+                .arg(config.tracking_max_entries)
+                .arg(ms(config.tracking_ttl))
+                .ignore();
+            commands += 1;
+        }
+        if commands == 0 {
+            return Ok(());
+        }
+        let mut conn = self.conn();
+        self.run("settle", pipe.query_async::<()>(&mut conn)).await
     }
 
     pub(super) async fn ledger_check(

@@ -92,9 +92,7 @@ return {n, 0}
 
 /// Appends a history entry, keeping the first and the newest ARGV[2] - 1, and refreshes
 /// the TTL. KEYS: the list. ARGV: entry, max entries, ttl ms.
-pub(super) static TRACK: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
+pub(super) const TRACK_SOURCE: &str = r"
 local max = tonumber(ARGV[2])
 local n = redis.call('RPUSH', KEYS[1], ARGV[1])
 if n > max then
@@ -104,9 +102,9 @@ if n > max then
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return n
-",
-    )
-});
+";
+
+pub(super) static TRACK: LazyLock<Script> = LazyLock::new(|| Script::new(TRACK_SOURCE));
 
 /// Releases an idempotency key only while it is pending. KEYS: the key. Returns 0/1.
 pub(super) static RELEASE_CLAIM: LazyLock<Script> = LazyLock::new(|| {

@@ -5,8 +5,8 @@ use std::time::{Duration, SystemTime};
 
 use kurir_core::{Address, BounceClass, Domain, MessageId};
 use kurir_state::{
-    Claim, DomainCounter, DomainPause, PauseAction, Reason, Scope, State, StateError, Suppression,
-    Tenant, TrackEntry, TrackKind,
+    Claim, DomainCounter, DomainCounters, DomainPause, PauseAction, Reason, Scope, Settlement,
+    State, StateError, Suppression, Tenant, TrackEntry, TrackKind,
 };
 use kurir_testkit::wait_for;
 
@@ -365,6 +365,86 @@ pub async fn tracking_keeps_a_bounded_history<H: Harness>() {
     );
     assert!(history.windows(2).all(|w| w[0].at < w[1].at));
     assert!(s.history(MessageId::new()).await.unwrap().is_empty());
+}
+
+pub async fn settling_an_attempt_writes_ledger_counters_and_history<H: Harness>() {
+    let h = H::start().await;
+    let s = h.state();
+    let id = MessageId::new();
+    let domain = Domain::parse("settle.test").unwrap();
+    let at = |i: u64| SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000 + i);
+    let line = |i: u64, kind, rcpt: &str| TrackEntry {
+        at: at(i),
+        kind,
+        recipient: Some(rcpt.into()),
+        detail: format!("reply {i}"),
+    };
+    let first = [
+        line(1, TrackKind::Delivered, "a@settle.test"),
+        line(2, TrackKind::Deferred, "b@settle.test"),
+    ];
+    s.settle(&Settlement {
+        id,
+        domain: &domain,
+        delivered: &[addr("a@settle.test")],
+        counts: DomainCounters {
+            delivered: 1,
+            deferred: 1,
+            bounced: 0,
+        },
+        history: &first,
+    })
+    .await
+    .unwrap();
+    let probe = [addr("a@settle.test"), addr("b@settle.test")];
+    assert_eq!(s.delivered(id, &probe).await.unwrap(), [true, false]);
+    let c = s.domain_counters(&domain).await.unwrap();
+    assert_eq!((c.delivered, c.deferred, c.bounced), (1, 1, 0));
+    assert_eq!(s.history(id).await.unwrap(), first);
+
+    // A later attempt with more entries than the history keeps, in one call: the first
+    // entry stays, then the newest.
+    let later: Vec<TrackEntry> = (3..=14)
+        .map(|i| line(i, TrackKind::Bounced, "b@settle.test"))
+        .collect();
+    s.settle(&Settlement {
+        id,
+        domain: &domain,
+        delivered: &[],
+        counts: DomainCounters {
+            delivered: 0,
+            deferred: 0,
+            bounced: 12,
+        },
+        history: &later,
+    })
+    .await
+    .unwrap();
+    let history = s.history(id).await.unwrap();
+    assert_eq!(history.len(), 10, "tracking_max_entries is 10");
+    assert_eq!(history[0], first[0]);
+    assert_eq!(history[1..], later[3..]);
+    let c = s.domain_counters(&domain).await.unwrap();
+    assert_eq!((c.delivered, c.deferred, c.bounced), (1, 1, 12));
+    assert_eq!(s.delivered(id, &probe).await.unwrap(), [true, false]);
+
+    // Nothing to settle is not an error; a single track afterwards appends after them.
+    s.settle(&Settlement {
+        id,
+        domain: &domain,
+        delivered: &[],
+        counts: DomainCounters::default(),
+        history: &[],
+    })
+    .await
+    .unwrap();
+    s.track(id, &line(15, TrackKind::Delivered, "b@settle.test"))
+        .await
+        .unwrap();
+    let history = s.history(id).await.unwrap();
+    assert_eq!(history.len(), 10);
+    assert_eq!(history[9].detail, "reply 15");
+    assert_eq!(history[0], first[0]);
 }
 
 pub async fn domains_pause_and_resume<H: Harness>() {

@@ -34,6 +34,7 @@ macro_rules! all_cases {
             idempotency_keys_return_the_first_result,
             concurrent_claims_have_one_winner,
             tracking_keeps_a_bounded_history,
+            settling_an_attempt_writes_ledger_counters_and_history,
             domains_pause_and_resume,
             bounce_orders_round_trip,
             state_survives_a_restart,

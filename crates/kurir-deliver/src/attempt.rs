@@ -167,9 +167,12 @@ pub(crate) async fn attempt(inner: &Arc<Inner>, message: &Queued, envelope: &Env
     let mut errors: Vec<String> = Vec::new();
     for host in &route.hosts {
         for addr in &host.addrs {
-            let mut stale_retry = true;
+            // After a reused connection turned out closed, the retry opens a new one: the
+            // other idle connections to this host likely died with it (a restarted or
+            // idle-closing receiver), and trying each would defer the message.
+            let mut fresh = false;
             loop {
-                let (lease, to_close) = site.lease(&kind).await;
+                let (lease, to_close) = site.lease(&kind, fresh).await;
                 if let Some(old) = to_close {
                     old.quit().await;
                 }
@@ -203,9 +206,9 @@ pub(crate) async fn attempt(inner: &Arc<Inner>, message: &Queued, envelope: &Env
                         give_back(inner, &site, conn, slot, kind, needs_reset(&replies)).await;
                         return report;
                     }
-                    Err(e) if reused && stale_retry && is_stale(&e) => {
+                    Err(e) if reused && is_stale(&e) => {
                         // The receiver closed the idle connection: open a new one.
-                        stale_retry = false;
+                        fresh = true;
                         close_later(conn, slot);
                         continue;
                     }

@@ -66,17 +66,18 @@ impl Site {
         }
     }
 
-    /// A connection of `kind` to reuse, or a slot to open one under; waits while the site
-    /// is at its connection limit. A connection of another kind closed to free a slot is
-    /// returned too: the caller QUITs it before opening the new one under its slot.
-    pub async fn lease(&self, kind: &ConnKind) -> (Lease, Option<Connection>) {
+    /// A connection of `kind` to reuse (unless `fresh`), or a slot to open one under; waits
+    /// while the site is at its connection limit. A connection closed to free a slot (of
+    /// another kind, or any idle one when `fresh`) is returned too: the caller QUITs it
+    /// before opening the new one under its slot.
+    pub async fn lease(&self, kind: &ConnKind, fresh: bool) -> (Lease, Option<Connection>) {
         loop {
             let notified = self.throttle.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
             {
                 let mut idle = self.idle.lock().expect("pool lock");
-                if let Some(i) = idle.iter().rposition(|c| &c.kind == kind) {
+                if !fresh && let Some(i) = idle.iter().rposition(|c| &c.kind == kind) {
                     let c = idle.swap_remove(i);
                     return (Lease::Reused(Box::new(c.conn), c.slot), None);
                 }
@@ -84,8 +85,8 @@ impl Site {
                     return (Lease::Fresh(slot), None);
                 }
                 if !idle.is_empty() {
-                    // At the limit with an idle connection of another kind: close the
-                    // oldest and take its slot.
+                    // At the limit with an idle connection of another kind (or one not
+                    // to be reused): close the oldest and take its slot.
                     let oldest = idle
                         .iter()
                         .enumerate()

@@ -20,6 +20,7 @@ mod reuse;
 mod size_refusal;
 mod smarthost;
 mod smtputf8_mismatch;
+mod stale_connections;
 mod starttls;
 mod suppressed;
 mod two_nodes;

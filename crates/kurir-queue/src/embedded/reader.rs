@@ -18,8 +18,11 @@ use super::topics::PartitionState;
 use crate::record::IncomingRecord;
 use crate::watermark::{PartitionTracker, Slot};
 
-/// Records read from the store at once.
+/// Records read from the store at once (on the blocking pool: a backlog may be on disk).
 const READ_AHEAD: usize = 32;
+/// At most this many records past the cursor (a reader that keeps up with its writers)
+/// are read on the reader's own task.
+const INLINE_READ: u64 = 4;
 
 /// Everything a reader needs.
 #[derive(Debug)]
@@ -83,12 +86,21 @@ async fn fill(
     loop {
         let limit = *end.borrow_and_update();
         if limit > cursor {
-            let store = args.store.clone();
             let (topic_id, partition) = (args.topic_id, args.partition.partition);
-            let read = tokio::task::spawn_blocking(move || {
-                store.read(topic_id, partition, cursor, READ_AHEAD)
-            });
-            let rows = match read.await {
+            let read = if limit - cursor <= INLINE_READ {
+                // Caught up: the few records just written are in the memtable; reading
+                // them here costs less than the hop to the blocking pool and back.
+                Ok(args
+                    .store
+                    .read(topic_id, partition, cursor, INLINE_READ as usize))
+            } else {
+                let store = args.store.clone();
+                tokio::task::spawn_blocking(move || {
+                    store.read(topic_id, partition, cursor, READ_AHEAD)
+                })
+                .await
+            };
+            let rows = match read {
                 Ok(Ok(rows)) => rows,
                 Ok(Err(error)) => {
                     tracing::error!(%error, "embedded queue: read failed; retrying");

@@ -155,12 +155,7 @@ impl DataReader {
         while i < input.len() {
             if self.state == State::Middle {
                 // Fast path: copy up to the next byte that needs a decision.
-                let run = input[i..]
-                    .iter()
-                    .position(|&b| matches!(b, b'\r' | b'\n' | 0));
-                let end = run.map_or(input.len(), |n| i + n);
-                self.body.store(&input[i..end]);
-                i = end;
+                i = self.ordinary_run(input, i);
                 if i == input.len() {
                     break;
                 }
@@ -172,6 +167,28 @@ impl DataReader {
             }
         }
         DataProgress::NeedMore
+    }
+
+    /// From `start` inside a line: stores the bytes up to the first one that needs the
+    /// state machine and returns its index (or the input's length). A CRLF followed by an
+    /// ordinary byte (not `.`, CR, LF or NUL) needs no decision either, so a run of plain
+    /// lines is one search (`memchr3`) per line and one copy for all of them.
+    fn ordinary_run(&mut self, input: &[u8], start: usize) -> usize {
+        let mut i = start;
+        let end = loop {
+            let Some(n) = memchr::memchr3(b'\r', b'\n', 0, &input[i..]) else {
+                break input.len();
+            };
+            let at = i + n;
+            match input.get(at..at + 3) {
+                Some([b'\r', b'\n', next]) if !matches!(next, b'.' | b'\r' | b'\n' | 0) => {
+                    i = at + 2;
+                }
+                _ => break at,
+            }
+        };
+        self.body.store(&input[start..end]);
+        end
     }
 
     /// One byte through the state machine.

@@ -74,15 +74,15 @@ pub(super) fn rcpt_to(rcpt: &Recipient, caps: &Capabilities) -> String {
 /// so a line starts at the beginning of the body and after each CRLF.
 pub(super) fn dot_stuffed(body: &[u8]) -> Vec<&[u8]> {
     let mut pieces: Vec<&[u8]> = Vec::new();
+    if body.first() == Some(&b'.') {
+        pieces.push(b".");
+    }
     let mut run_start = 0;
-    let mut at_line_start = true;
-    for (i, &b) in body.iter().enumerate() {
-        if at_line_start && b == b'.' {
-            pieces.push(&body[run_start..i]);
-            pieces.push(b".");
-            run_start = i;
-        }
-        at_line_start = b == b'\n' && i > 0 && body[i - 1] == b'\r';
+    for at in memchr::memmem::find_iter(body, b"\r\n.") {
+        let dot = at + 2;
+        pieces.push(&body[run_start..dot]);
+        pieces.push(b".");
+        run_start = dot;
     }
     pieces.push(&body[run_start..]);
     if !body.is_empty() && !body.ends_with(b"\r\n") {
@@ -113,6 +113,37 @@ mod tests {
         );
         // Only CRLF ends a line.
         assert_eq!(wire(b"a\n.b\r\n"), b"a\n.b\r\n.\r\n");
+    }
+
+    /// The byte-at-a-time definition: a `.` at a line start (after CRLF) is doubled.
+    fn stuffed_by_bytes(body: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (i, &b) in body.iter().enumerate() {
+            let line_start = i == 0 || (i >= 2 && &body[i - 2..i] == b"\r\n");
+            if line_start && b == b'.' {
+                out.push(b'.');
+            }
+            out.push(b);
+        }
+        if !body.is_empty() && !body.ends_with(b"\r\n") {
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b".\r\n");
+        out
+    }
+
+    #[test]
+    fn the_search_agrees_with_the_definition() {
+        // Every body of up to 6 bytes over the interesting alphabet.
+        let alphabet = [b'.', b'\r', b'\n', b'a'];
+        for len in 0..=6u32 {
+            for n in 0..4usize.pow(len) {
+                let body: Vec<u8> = (0..len)
+                    .map(|k| alphabet[(n / 4usize.pow(k)) % 4])
+                    .collect();
+                assert_eq!(wire(&body), stuffed_by_bytes(&body), "{body:?}");
+            }
+        }
     }
 
     #[test]

@@ -318,6 +318,7 @@ EOF
 fi
 
 # --- report ---------------------------------------------------------------------------
+report() {
 echo
 echo "nproc: $(nproc); CPU: $(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo); $(date -u '+%F %H:%M UTC'); $N2K x 2 KB, $N100K x 100 KB, $CONNS connections"
 echo
@@ -344,3 +345,23 @@ for size in ("2k", "100k"):
     print("- %s: %s" % (size, "; ".join(parts)))
 EOF
 for n in "${notes[@]}"; do echo "- $n"; done
+}
+report | tee "$tmp/report.md"
+
+# A full run (every path, default sizes) replaces the table between the markers in
+# docs/BENCHMARKS.md; subsets and custom sizes only print.
+if [ ${#targets[@]} -eq 4 ] && [ "$N2K" = 20000 ] && [ "$N100K" = 2000 ] && [ "$CONNS" = 50 ]; then
+  python3 - "$root/docs/BENCHMARKS.md" "$tmp/report.md" <<'EOF'
+import sys
+doc_path, report_path = sys.argv[1], sys.argv[2]
+doc = open(doc_path).read()
+begin, end = "<!-- bench-compare:begin -->", "<!-- bench-compare:end -->"
+if begin not in doc or end not in doc:
+    sys.exit("docs/BENCHMARKS.md has no bench-compare markers: not written")
+head, rest = doc.split(begin, 1)
+_, tail = rest.split(end, 1)
+report = open(report_path).read().strip("\n")
+open(doc_path, "w").write(head + begin + "\n" + report + "\n" + end + tail)
+print("written to docs/BENCHMARKS.md", file=sys.stderr)
+EOF
+fi

@@ -30,8 +30,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 
-N2K=${N2K:-20000}
-N100K=${N100K:-2000}
+N2K=${N2K:-60000}
+N100K=${N100K:-6000}
 CONNS=${CONNS:-50}
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=(ceiling kurir cluster postfix)
@@ -105,6 +105,9 @@ results=$tmp/results.tsv
 # PIDS_FUNCTION prints the relay's process ids (empty for the ceiling).
 measure() {
   local label=$1 size=$2 n=$3 port=$4 pidsf=$5
+  # Write back what earlier rows left dirty (Postfix's queue files, kurir's data), so it
+  # is not flushed during this row.
+  sync
   local sink_json=$tmp/sink-$label-$size.json send_json=$tmp/send-$label-$size.json
   "$lt" sink --listen "127.0.0.1:$sink_port" --until-messages "$n" --duration 600s \
     --stats-interval 0s --json >"$sink_json" 2>"$tmp/sink.err" &
@@ -350,7 +353,7 @@ report | tee "$tmp/report.md"
 
 # A full run (every path, default sizes) replaces the table between the markers in
 # docs/BENCHMARKS.md; subsets and custom sizes only print.
-if [ ${#targets[@]} -eq 4 ] && [ "$N2K" = 20000 ] && [ "$N100K" = 2000 ] && [ "$CONNS" = 50 ]; then
+if [ ${#targets[@]} -eq 4 ] && [ "$N2K" = 60000 ] && [ "$N100K" = 6000 ] && [ "$CONNS" = 50 ]; then
   python3 - "$root/docs/BENCHMARKS.md" "$tmp/report.md" <<'EOF'
 import sys
 doc_path, report_path = sys.argv[1], sys.argv[2]

@@ -309,7 +309,10 @@ fn serve_delivers_smtp_mail_to_the_recipients_mx() {
 
 /// A node killed with SIGKILL while delivering: after a restart every message is
 /// delivered; duplicates are possible only for transactions the receiver had accepted
-/// when the process died (at most the connections in flight, 4).
+/// and whose ledger entry was not yet on disk when the process died. A connection goes
+/// back to the pool as soon as its transaction ends, while the ledger write waits for its
+/// fsync, so each of the 4 connections can hold two such messages: the one at the
+/// receiver and the one before it (seen under CI load: 8; 4 on a quiet machine).
 #[test]
 fn delivery_survives_sigkill_with_every_message_delivered_embedded() {
     survives_sigkill(false);
@@ -357,8 +360,8 @@ fn survives_sigkill(cluster: bool) {
     eprintln!("delivered {N} after SIGKILL at {before}: {duplicates} duplicates");
     assert_eq!(received.len(), N);
     assert!(
-        duplicates <= 4,
-        "{duplicates} duplicates: more than the connections in flight"
+        duplicates <= 2 * 4,
+        "{duplicates} duplicates: more than two per connection (4)"
     );
     let kill = Command::new("kill")
         .args(["-TERM", &running.0.id().to_string()])

@@ -114,7 +114,9 @@ pub trait State: Send + Sync + 'static {
     /// Writes what one delivery attempt settled ([`Settlement`]): ledger entries for the
     /// delivered recipients (durable on return, as [`State::mark_delivered`]), the domain's
     /// counters and the history entries, together. Equivalent to `mark_delivered`, then
-    /// `count_domain` per count, then `track` per entry, in one round trip.
+    /// `count_domain` per count, then `track` per entry, in one round trip. The counters and
+    /// history are for operators: a failure of theirs is logged and does not keep the
+    /// ledger entries from being written.
     fn settle(&self, settlement: &Settlement<'_>) -> impl Future<Output = Result<()>> + Send;
 
     // --- idempotency -------------------------------------------------------------------

@@ -59,10 +59,17 @@ impl EmbeddedState {
         .filter(|(_, n)| *n > 0)
         .map(|(counter, n)| (counter_key(domain, counter), n))
         .collect();
-        let history = history
+        // Counters and history are for operators: what fails of them is logged, and never
+        // keeps the ledger entries (which stop a replay from mailing again) from being
+        // written.
+        let history: Vec<Vec<u8>> = history
             .iter()
-            .map(encode_entry)
-            .collect::<Result<Vec<_>>>()?;
+            .filter_map(|entry| {
+                encode_entry(entry)
+                    .inspect_err(|error| tracing::warn!(%error, "history entry not written"))
+                    .ok()
+            })
+            .collect();
         if ledger.is_empty() && counters.is_empty() && history.is_empty() {
             return Ok(());
         }
@@ -71,9 +78,13 @@ impl EmbeddedState {
             let mut batch = inner.store.db.batch();
             mark_in(inner, &mut batch, ledger);
             for (key, n) in counters {
-                add_to_counter(&inner.store, &mut batch, key, n)?;
+                if let Err(error) = add_to_counter(&inner.store, &mut batch, key, n) {
+                    tracing::warn!(%error, "domain counter not updated");
+                }
             }
-            append(inner, &mut batch, id, &history)?;
+            if let Err(error) = append(inner, &mut batch, id, &history) {
+                tracing::warn!(%error, "history not written");
+            }
             batch
                 .commit()
                 .map_err(backend("settling a delivery attempt"))

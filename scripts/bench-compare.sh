@@ -294,6 +294,7 @@ default_transport = smtp
 relay_transport = smtp
 smtp_dns_support_level = disabled
 disable_dns_lookups = yes
+smtpd_peername_lookup = no
 smtp_tls_security_level = none
 smtpd_tls_security_level = none
 EOF

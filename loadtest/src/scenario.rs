@@ -75,22 +75,13 @@ impl Default for SinkSection {
 impl SinkSection {
     /// The sink's configuration; an error names the key.
     pub fn config(&self) -> anyhow::Result<SinkConfig> {
-        fn parse<T: std::str::FromStr<Err = anyhow::Error>>(
-            key: &str,
-            items: &[String],
-        ) -> anyhow::Result<Vec<T>> {
-            items
-                .iter()
-                .map(|s| s.parse().with_context(|| format!("sink.{key}")))
-                .collect()
-        }
         Ok(SinkConfig {
             listen: self.listen,
             tls: self.tls.then_some(SinkTls::SelfSigned),
             faults: Faults {
-                reject: parse("reject", &self.reject)?,
-                defer: parse("defer", &self.defer)?,
-                rcpt: parse("reject_rcpt", &self.reject_rcpt)?,
+                reject: parse_all("sink.reject", &self.reject)?,
+                defer: parse_all("sink.defer", &self.defer)?,
+                rcpt: parse_all("sink.reject_rcpt", &self.reject_rcpt)?,
                 latency: self.latency,
                 disconnect: self.disconnect,
             },

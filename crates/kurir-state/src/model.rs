@@ -241,12 +241,6 @@ pub struct Settlement<'a> {
     pub history: &'a [TrackEntry],
 }
 
-impl Settlement<'_> {
-    pub fn counts_anything(&self) -> bool {
-        self.counts != DomainCounters::default()
-    }
-}
-
 /// Which per-domain counter to increment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DomainCounter {

@@ -107,7 +107,13 @@ impl EmbeddedState {
 
     pub(super) async fn claim(&self, tenant: &Tenant, key: &str) -> Result<Claim> {
         let key = self.idempotency_key(tenant, key)?;
-        self.write(move |inner| claim(inner, &key)).await
+        // A key already claimed or done is answered by a read, without an fsync wait; a new
+        // claim (or a race with one) is settled on the writer.
+        match current(&self.inner.store, &key)? {
+            Some((DONE, result)) => Ok(Claim::Done(result)),
+            Some(_) => Ok(Claim::Pending),
+            None => self.write(move |inner| claim(inner, &key)).await,
+        }
     }
 
     pub(super) async fn complete(&self, tenant: &Tenant, key: &str, result: &[u8]) -> Result<()> {

@@ -4,7 +4,7 @@
 //!
 //! # Layout
 //! - `codec`: keyspaces, key layout and value encodings (the on-disk format).
-//! - `store`: the database handles and the locks for atomic read-modify-write.
+//! - `store`: the database handles and keyspaces.
 //! - `writer`: the single writer thread: every write, group commit (one fsync for many
 //!   concurrent writes) and the expiry sweep.
 //! - `sweep`: deletion of expired entries through the expiry index.
@@ -24,9 +24,9 @@
 //!
 //! # Blocking
 //! fjall calls block. Writes run on the writer thread and scans on tokio's blocking pool;
-//! reads of at most
-//! [`INLINE_READS`] keys stay inline: a point read is a few microseconds from the block
-//! cache, a page-cache read at worst, cheaper than the hop to another thread. A check of
+//! reads of at most [`INLINE_READS`] keys stay inline: a point read is a few microseconds
+//! from the block cache, a page-cache read at worst, cheaper than the hop to another
+//! thread. A check of
 //! more than 512 addresses is split over the cores (reads are independent); with a 64 MiB
 //! block cache that checks about 250,000–480,000 addresses/s against a million entries on
 //! two loaded cores (release build).

@@ -31,9 +31,9 @@ use super::sweep;
 use crate::error::StateError;
 
 /// How often expired entries are deleted (readers ignore them before that).
-pub(super) const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
+const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 /// Index entries handled per sweep round; a full round is followed by another soon.
-pub(super) const SWEEP_BATCH: usize = 1_000;
+const SWEEP_BATCH: usize = 1_000;
 /// Jobs run between two fsyncs at most, so the first of a long queue is not kept waiting.
 const MAX_ROUND: usize = 4_096;
 
@@ -162,9 +162,18 @@ fn persist(inner: &Inner) -> Result<(), StateError> {
     })
 }
 
-/// One sweep round; returns when the next one is due.
+/// One sweep round; returns when the next one is due. A panic in it (a bug) is logged and
+/// the writer goes on: it must not take every later write down with it.
 fn sweep_round(inner: &Inner) -> Instant {
-    match sweep::sweep(&inner.store, SystemTime::now(), SWEEP_BATCH) {
+    let swept = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        sweep::sweep(&inner.store, SystemTime::now(), SWEEP_BATCH)
+    }))
+    .unwrap_or_else(|_| {
+        Err(StateError::Corrupt(
+            "embedded state: the sweep panicked".into(),
+        ))
+    });
+    match swept {
         // More is due: soon, but after the jobs that arrived meanwhile.
         Ok(n) if n >= SWEEP_BATCH => Instant::now() + Duration::from_millis(10),
         Ok(n) => {

@@ -366,7 +366,7 @@ impl<Q: Queue, S: State> Inner<Q, S> {
             }
         }
         envelope.smtputf8 = envelope.needs_smtputf8();
-        envelope.body = if message.body.iter().any(|&b| b >= 0x80) {
+        envelope.body = if !message.body.is_ascii() {
             BodyType::EightBitMime
         } else {
             BodyType::SevenBit

@@ -11,7 +11,7 @@ use std::path::Path;
 
 use clap::ValueEnum;
 use kurir_core::Address;
-use kurir_proto::v1::{self, SuppressionReason, SuppressionScope};
+use kurir_proto::v1::{self, SuppressionReason};
 
 use super::AdminError;
 use crate::cli::SuppressionReasonArg;
@@ -40,11 +40,7 @@ pub(crate) fn read_entries(path: &Path, global: bool) -> Result<Vec<v1::Suppress
 
 /// Every entry of `text`; an error is (line number, what is wrong).
 pub(crate) fn parse(text: &str, global: bool) -> Result<Vec<v1::Suppression>, (usize, String)> {
-    let scope = if global {
-        SuppressionScope::Global
-    } else {
-        SuppressionScope::Unspecified
-    };
+    let scope = super::suppression::scope(global);
     let mut entries = Vec::new();
     let mut first = true;
     for (i, line) in text.trim_start_matches('\u{feff}').lines().enumerate() {
@@ -57,7 +53,7 @@ pub(crate) fn parse(text: &str, global: bool) -> Result<Vec<v1::Suppression>, (u
             continue;
         }
         let mut entry = parse_line(line).map_err(|message| (i + 1, message))?;
-        entry.scope = scope.into();
+        entry.scope = scope;
         entries.push(entry);
     }
     Ok(entries)
@@ -166,6 +162,7 @@ fn reason_names() -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kurir_proto::v1::SuppressionScope;
 
     #[test]
     fn plain_lists_and_csv_lines_parse() {

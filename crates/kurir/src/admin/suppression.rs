@@ -24,7 +24,7 @@ const MAX_PER_CALL: usize = 1_000;
 /// Entries per List page.
 const PAGE: u64 = 1_000;
 
-fn scope(global: bool) -> i32 {
+pub(crate) fn scope(global: bool) -> i32 {
     if global {
         SuppressionScope::Global.into()
     } else {

@@ -9,11 +9,7 @@
 //! `stream` (one stream, default `grpc.stream_window` 64), `windows` (one stream with
 //! windows 256 and 1024), `streams` (four streams, one connection each), `idem` (one
 //! stream, each request with its own idempotency key), `paced` (one stream on a fixed
-//! schedule at half the rate `stream` reached, or at the rate given) and `whatif` (the
-//! `stream` and `paced` cases again with the message-history write taken out or not
-//! awaited: experiments through a wrapper around the state, not kurir as shipped; see
-//! [`Variant`]; `nohistory` and `detached` run one of them; `synced`, not in the default
-//! run, approximates the history write as it was before it stopped waiting for an fsync).
+//! schedule at half the rate `stream` reached, or at the rate given).
 //!
 //! Each case starts a fresh [`GrpcServer`] on 127.0.0.1:0 with an embedded queue (default
 //! `[queue]`: 16 mail partitions, group commit, fsync before every acknowledgement) and an
@@ -40,17 +36,13 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use hdrhistogram::Histogram;
-use kurir_core::{Address, BounceClass, Domain, MessageId};
 use kurir_lifecycle::Lifecycle;
 use kurir_proto::v1;
 use kurir_proto::v1::submission_service_client::SubmissionServiceClient;
 use kurir_queue::embedded::EmbeddedQueue;
 use kurir_queue::{Queue, QueueConfig};
+use kurir_state::StateConfig;
 use kurir_state::embedded::EmbeddedState;
-use kurir_state::{
-    BounceVerdict, Claim, DomainCounter, DomainCounters, DomainPause, Page, Scope, State,
-    StateConfig, Suppression, Tenant, TrackEntry,
-};
 use kurir_submit::grpc::server::GrpcError;
 use kurir_submit::grpc::{AdminHooks, ApiKeyConfig, ApiService, GrpcConfig, GrpcServer};
 use kurir_submit::publish::{PublishConfig, Publisher};
@@ -114,154 +106,6 @@ fn authed<T>(message: T) -> Request<T> {
     request
 }
 
-/// How the server's state store behaves. `Shipped` is kurir as it is; the other two are
-/// experiments that wrap the same embedded state to measure what the message-history write
-/// (`State::track`, called by `publish::track_accepted` for every accepted message) costs.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Variant {
-    Shipped,
-    /// `track` returns at once and does nothing: the cost of everything else.
-    NoHistory,
-    /// `track` hands the write to a spawned task and returns at once: the history write
-    /// still happens (same CPU), but the submission does not wait for it.
-    DetachedHistory,
-    /// `track`, then a wait for the state's next fsync (through a no-op state write): about
-    /// the history write as it was before it stopped waiting for an fsync of its own, plus
-    /// one more blocking-pool hop.
-    SyncedHistory,
-}
-
-impl Variant {
-    fn label(self) -> &'static str {
-        match self {
-            Self::Shipped => "",
-            Self::NoHistory => " [what-if: no history write]",
-            Self::DetachedHistory => " [what-if: history write not awaited]",
-            Self::SyncedHistory => " [what-if: history write + fsync wait]",
-        }
-    }
-}
-
-/// The embedded state with `track` changed as [`Variant`] says; everything else delegated.
-#[derive(Clone)]
-struct Wrapped {
-    inner: EmbeddedState,
-    variant: Variant,
-}
-
-impl State for Wrapped {
-    async fn suppress(&self, entries: &[Suppression]) -> kurir_state::Result<()> {
-        self.inner.suppress(entries).await
-    }
-    async fn unsuppress(&self, scope: &Scope, addresses: &[Address]) -> kurir_state::Result<u64> {
-        self.inner.unsuppress(scope, addresses).await
-    }
-    async fn check_suppressed(
-        &self,
-        tenant: &Tenant,
-        addresses: &[Address],
-    ) -> kurir_state::Result<Vec<Option<Suppression>>> {
-        self.inner.check_suppressed(tenant, addresses).await
-    }
-    async fn list_suppressions(
-        &self,
-        scope: &Scope,
-        cursor: &str,
-        limit: usize,
-    ) -> kurir_state::Result<Page<Suppression>> {
-        self.inner.list_suppressions(scope, cursor, limit).await
-    }
-    async fn record_bounce(
-        &self,
-        tenant: &Tenant,
-        address: &Address,
-        class: BounceClass,
-        source: &str,
-    ) -> kurir_state::Result<BounceVerdict> {
-        self.inner
-            .record_bounce(tenant, address, class, source)
-            .await
-    }
-    async fn count_domain(
-        &self,
-        domain: &Domain,
-        counter: DomainCounter,
-    ) -> kurir_state::Result<()> {
-        self.inner.count_domain(domain, counter).await
-    }
-    async fn domain_counters(&self, domain: &Domain) -> kurir_state::Result<DomainCounters> {
-        self.inner.domain_counters(domain).await
-    }
-    async fn mark_delivered(
-        &self,
-        id: MessageId,
-        recipients: &[Address],
-    ) -> kurir_state::Result<()> {
-        self.inner.mark_delivered(id, recipients).await
-    }
-    async fn settle(&self, settlement: &kurir_state::Settlement<'_>) -> kurir_state::Result<()> {
-        self.inner.settle(settlement).await
-    }
-    async fn delivered(
-        &self,
-        id: MessageId,
-        recipients: &[Address],
-    ) -> kurir_state::Result<Vec<bool>> {
-        self.inner.delivered(id, recipients).await
-    }
-    async fn claim_idempotency_key(
-        &self,
-        tenant: &Tenant,
-        key: &str,
-    ) -> kurir_state::Result<Claim> {
-        self.inner.claim_idempotency_key(tenant, key).await
-    }
-    async fn complete_idempotency_key(
-        &self,
-        tenant: &Tenant,
-        key: &str,
-        result: &[u8],
-    ) -> kurir_state::Result<()> {
-        self.inner
-            .complete_idempotency_key(tenant, key, result)
-            .await
-    }
-    async fn release_idempotency_key(&self, tenant: &Tenant, key: &str) -> kurir_state::Result<()> {
-        self.inner.release_idempotency_key(tenant, key).await
-    }
-    async fn track(&self, id: MessageId, entry: &TrackEntry) -> kurir_state::Result<()> {
-        match self.variant {
-            Variant::Shipped => self.inner.track(id, entry).await,
-            Variant::NoHistory => Ok(()),
-            Variant::SyncedHistory => {
-                self.inner.track(id, entry).await?;
-                // Releasing a key nobody holds changes nothing but waits for an fsync.
-                let tenant = Tenant::new(TENANT).expect("tenant");
-                self.inner
-                    .release_idempotency_key(&tenant, "bench-none")
-                    .await
-            }
-            Variant::DetachedHistory => {
-                let (inner, entry) = (self.inner.clone(), entry.clone());
-                tokio::spawn(async move { inner.track(id, &entry).await });
-                Ok(())
-            }
-        }
-    }
-    async fn history(&self, id: MessageId) -> kurir_state::Result<Vec<TrackEntry>> {
-        self.inner.history(id).await
-    }
-    async fn pause_domain(&self, pause: &DomainPause) -> kurir_state::Result<()> {
-        self.inner.pause_domain(pause).await
-    }
-    async fn resume_domain(&self, domain: &Domain) -> kurir_state::Result<bool> {
-        self.inner.resume_domain(domain).await
-    }
-    async fn paused_domains(&self) -> kurir_state::Result<Vec<DomainPause>> {
-        self.inner.paused_domains().await
-    }
-}
-
 /// A running server and what it runs on.
 struct Server {
     addr: SocketAddr,
@@ -272,7 +116,7 @@ struct Server {
     _dir: tempfile::TempDir,
 }
 
-fn start(rt: &Runtime, window: usize, variant: Variant) -> Server {
+fn start(rt: &Runtime, window: usize) -> Server {
     rt.block_on(async {
         let dir = tempfile::tempdir().expect("tempdir");
         let queue_config = QueueConfig::default();
@@ -317,33 +161,16 @@ fn start(rt: &Runtime, window: usize, variant: Variant) -> Server {
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("address");
-        let task = if variant == Variant::Shipped {
-            let server = GrpcServer::new(
-                config,
-                publisher,
-                queue.clone(),
-                state.clone(),
-                hooks,
-                lifecycle.clone(),
-            )
-            .expect("server");
-            tokio::spawn(server.serve(listener))
-        } else {
-            let wrapped = Wrapped {
-                inner: state.clone(),
-                variant,
-            };
-            let server = GrpcServer::new(
-                config,
-                publisher,
-                queue.clone(),
-                wrapped,
-                hooks,
-                lifecycle.clone(),
-            )
-            .expect("server");
-            tokio::spawn(server.serve(listener))
-        };
+        let server = GrpcServer::new(
+            config,
+            publisher,
+            queue.clone(),
+            state.clone(),
+            hooks,
+            lifecycle.clone(),
+        )
+        .expect("server");
+        let task = tokio::spawn(server.serve(listener));
         Server {
             addr,
             lifecycle,
@@ -592,12 +419,10 @@ struct Case {
     kind: Kind,
     window: usize,
     messages: u64,
-    variant: Variant,
 }
 
 struct Row {
     mode: String,
-    variant: Variant,
     concurrency: String,
     window: usize,
     messages: u64,
@@ -614,7 +439,7 @@ struct Row {
 }
 
 fn run(server_rt: &Runtime, client_rt: &Runtime, case: &Case) -> Row {
-    let server = start(server_rt, case.window, case.variant);
+    let server = start(server_rt, case.window);
     let addr = server.addr;
     client_rt.block_on(stream(addr, WARMUP, None, false));
     let mut by_second = Vec::new();
@@ -653,8 +478,7 @@ fn run(server_rt: &Runtime, client_rt: &Runtime, case: &Case) -> Row {
         Kind::Paced { rate } => ("stream, paced", "1 stream".into(), Some(rate)),
     };
     Row {
-        mode: format!("{mode}{}", case.variant.label()),
-        variant: case.variant,
+        mode: mode.to_string(),
         concurrency,
         window: case.window,
         messages: case.messages,
@@ -722,54 +546,30 @@ fn main() {
         .build()
         .expect("client runtime");
 
-    let case = |kind, window, messages, variant| Case {
+    let case = |kind, window, messages| Case {
         kind,
         window,
         messages,
-        variant,
     };
     let one = Kind::Streams { streams: 1 };
     let mut cases = Vec::new();
     if wanted("unary") {
         for (callers, messages) in [(1, 3_000), (16, 20_000), (64, 20_000)] {
-            cases.push(case(
-                Kind::Unary { callers },
-                64,
-                messages,
-                Variant::Shipped,
-            ));
+            cases.push(case(Kind::Unary { callers }, 64, messages));
         }
     }
     if wanted("stream") {
-        cases.push(case(one, 64, 50_000, Variant::Shipped));
+        cases.push(case(one, 64, 50_000));
     }
     if wanted("windows") {
-        cases.push(case(one, 256, 50_000, Variant::Shipped));
-        cases.push(case(one, 1024, 50_000, Variant::Shipped));
+        cases.push(case(one, 256, 50_000));
+        cases.push(case(one, 1024, 50_000));
     }
     if wanted("streams") {
-        cases.push(case(
-            Kind::Streams { streams: 4 },
-            64,
-            50_000,
-            Variant::Shipped,
-        ));
+        cases.push(case(Kind::Streams { streams: 4 }, 64, 50_000));
     }
     if wanted("idem") {
-        cases.push(case(Kind::Idempotent, 64, 20_000, Variant::Shipped));
-    }
-    if wanted("whatif") || wanted("nohistory") {
-        cases.push(case(one, 64, 50_000, Variant::NoHistory));
-    }
-    if wanted("whatif") || wanted("detached") {
-        cases.push(case(one, 64, 50_000, Variant::DetachedHistory));
-    }
-    // Not in `whatif`: an approximation of the history write before it stopped waiting
-    // for its own fsync, for comparing with `stream` and `windows` in the same run.
-    if wanted("synced") {
-        for window in [64, 256] {
-            cases.push(case(one, window, 50_000, Variant::SyncedHistory));
-        }
+        cases.push(case(Kind::Idempotent, 64, 20_000));
     }
 
     let mut out = std::io::stdout().lock();
@@ -794,32 +594,19 @@ fn main() {
         // Half of what one stream reached with the default window (shipped), unless given.
         let max = rows
             .iter()
-            .find(|r| {
-                r.variant == Variant::Shipped && r.concurrency == "1 stream" && r.window == 64
-            })
+            .find(|r| r.concurrency == "1 stream" && r.window == 64)
             .map(|r| r.rate as u64);
         match paced_rate.or(max.map(|m| m / 2)) {
             None => {
                 writeln!(out, "(paced: give a rate, or run `stream` too)").ok();
             }
             Some(rate) => {
-                let variants: &[Variant] = if wanted("whatif") {
-                    &[
-                        Variant::Shipped,
-                        Variant::NoHistory,
-                        Variant::DetachedHistory,
-                    ]
-                } else {
-                    &[Variant::Shipped]
-                };
-                for &variant in variants {
-                    // About 12 seconds on the schedule.
-                    let paced = case(Kind::Paced { rate }, 64, (rate * 12).max(1_000), variant);
-                    let row = run(&server_rt, &client_rt, &paced);
-                    print_row(&mut out, &row);
-                    out.flush().ok();
-                    rows.push(row);
-                }
+                // About 12 seconds on the schedule.
+                let paced = case(Kind::Paced { rate }, 64, (rate * 12).max(1_000));
+                let row = run(&server_rt, &client_rt, &paced);
+                print_row(&mut out, &row);
+                out.flush().ok();
+                rows.push(row);
             }
         }
     }

@@ -156,7 +156,7 @@ impl Store {
         for item in self.records.range(start..=end).take(limit) {
             let (key, value) = item.into_inner().map_err(backend("reading records"))?;
             if let Some(offset) = offset_of(&key) {
-                out.push((offset, Bytes::copy_from_slice(&value)));
+                out.push((offset, Bytes::from(value)));
             }
         }
         Ok(out)
@@ -166,7 +166,7 @@ impl Store {
     pub(crate) fn append(&self, records: &[([u8; 16], Bytes)]) -> Result<(), QueueError> {
         let mut batch = self.db.batch().durability(Some(PersistMode::SyncAll));
         for (key, value) in records {
-            batch.insert(&self.records, key.as_slice(), value.as_ref());
+            batch.insert(&self.records, key.as_slice(), value.clone());
         }
         batch.commit().map_err(backend("appending records"))
     }

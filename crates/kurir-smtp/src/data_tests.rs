@@ -299,3 +299,43 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn an_announced_size_reserves_the_body_once_and_at_most_a_mebibyte() {
+    let body = vec![b'x'; 100_000];
+    let mut input = body.clone();
+    input.extend_from_slice(b"\r\n.\r\n");
+    let mut reader = DataReader::new(50 << 20).expecting(Some(100_002));
+    assert_eq!(
+        reader.feed(&input),
+        DataProgress::Done {
+            consumed: input.len()
+        }
+    );
+    let out = reader.finish().unwrap();
+    assert_eq!(out.len(), 100_002);
+    assert!(
+        out.capacity() < 2 * 100_002,
+        "no doubling: {}",
+        out.capacity()
+    );
+
+    // A client announcing the limit gets 1 MiB reserved, and the limit still holds.
+    let mut reader = DataReader::new(50 << 20).expecting(Some(50 << 20));
+    assert_eq!(
+        reader.feed(b"x\r\n.\r\n"),
+        DataProgress::Done { consumed: 6 }
+    );
+    assert_eq!(reader.finish().unwrap().capacity(), 1 << 20);
+    let mut reader = DataReader::new(10).expecting(Some(0));
+    reader.feed(b"more than ten bytes\r\n.\r\n");
+    assert!(matches!(
+        reader.finish(),
+        Err(DataError::TooLarge { limit: 10 })
+    ));
+
+    let mut reader = BdatReader::new(50 << 20, true).expecting(Some(u64::MAX));
+    reader.begin_chunk(3);
+    assert_eq!(reader.feed(b"abc"), DataProgress::Done { consumed: 3 });
+    assert_eq!(reader.finish().unwrap().capacity(), 1 << 20);
+}

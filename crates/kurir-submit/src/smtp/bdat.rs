@@ -56,7 +56,10 @@ where
             return false;
         };
         let binary = tx.envelope.body == BodyType::BinaryMime;
-        let reader = tx.bdat.get_or_insert_with(|| BdatReader::new(max, binary));
+        let expected = tx.size;
+        let reader = tx
+            .bdat
+            .get_or_insert_with(|| BdatReader::new(max, binary).expecting(expected));
         reader.begin_chunk(size);
         if size == 0 {
             self.lines.push(&input);

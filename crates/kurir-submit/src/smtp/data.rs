@@ -44,7 +44,9 @@ where
             self.closing = true;
             return;
         }
-        let mut reader = DataReader::new(self.shared.config.limits.max_message_size);
+        let size = self.tx.as_ref().and_then(|tx| tx.size);
+        let mut reader =
+            DataReader::new(self.shared.config.limits.max_message_size).expecting(size);
         let deadline = Instant::now() + self.shared.config.timeouts.data;
         loop {
             match self.read_some(deadline).await {

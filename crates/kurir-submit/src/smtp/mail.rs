@@ -43,6 +43,7 @@ where
             accepted: 0,
             suppressed: Vec::new(),
             tenant,
+            size: params.size,
             bdat: None,
         });
         self.reply(Reply::new(250, (2, 1, 0), "Ok"));

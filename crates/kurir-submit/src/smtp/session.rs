@@ -50,6 +50,8 @@ pub(super) struct Transaction {
     /// each is reported as a `SUPPRESSED` event once the message is queued.
     pub(super) suppressed: Vec<Address>,
     pub(super) tenant: Tenant,
+    /// The size the client announced (`MAIL FROM SIZE=`): the body buffer's first size.
+    pub(super) size: Option<u64>,
     /// The body so far, once a BDAT chunk arrived.
     pub(super) bdat: Option<BdatReader>,
 }

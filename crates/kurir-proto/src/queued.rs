@@ -14,6 +14,8 @@ use crate::convert::{
 use crate::v1;
 
 const QUEUED_MESSAGE: &str = "kurir.v1.QueuedMessage";
+/// `QueuedMessage.body`'s field number: the highest, so prost writes it last.
+const BODY_FIELD: u32 = 11;
 
 /// One message queued for the recipients of one routing key, decoded and validated: what
 /// the delivery side works with. Its wire form is [`v1::QueuedMessage`].
@@ -55,7 +57,37 @@ impl Queued {
 
     /// The record's value.
     pub fn encode_to_bytes(&self) -> Bytes {
-        v1::QueuedMessage::from(self).encode_to_bytes()
+        self.encode_with_body(&[&self.body])
+    }
+
+    /// The record's value with `body` (pieces whose concatenation is the message) in
+    /// place of [`Queued::body`]: the same bytes as `encode_to_bytes` would give with the
+    /// pieces joined, written straight into the value instead of joined first (for a large
+    /// message that is one copy of it fewer). `body` is field 11, the last one, so appending
+    /// it after the other fields is the canonical encoding.
+    pub fn encode_with_body<B: AsRef<[u8]>>(&self, body: &[B]) -> Bytes {
+        let mut message = v1::QueuedMessage::from(self);
+        message.body = Bytes::new();
+        let body_len: usize = body.iter().map(|piece| piece.as_ref().len()).sum();
+        let field_len = if body_len == 0 {
+            0
+        } else {
+            1 + prost::length_delimiter_len(body_len) + body_len
+        };
+        let mut out = Vec::with_capacity(message.encoded_len() + field_len);
+        message.encode_raw(&mut out);
+        if body_len > 0 {
+            prost::encoding::encode_key(
+                BODY_FIELD,
+                prost::encoding::WireType::LengthDelimited,
+                &mut out,
+            );
+            prost::encoding::encode_varint(body_len as u64, &mut out);
+            for piece in body {
+                out.extend_from_slice(piece.as_ref());
+            }
+        }
+        Bytes::from(out)
     }
 }
 

@@ -37,6 +37,8 @@ fn sample(envelope: Envelope) -> Queued {
 /// core → proto → bytes → proto → core.
 fn round_trip(q: &Queued) -> Queued {
     let bytes = q.encode_to_bytes();
+    // Our writer (body appended after the other fields) gives prost's bytes exactly.
+    assert_eq!(bytes, v1::QueuedMessage::from(q).encode_to_vec());
     let decoded = Queued::decode(bytes.clone()).unwrap();
     assert_eq!(&decoded, q);
     // Deterministic encoding: equal records are equal bytes.
@@ -151,6 +153,50 @@ fn id_is_sixteen_big_endian_bytes() {
     let wire = v1::QueuedMessage::from(&q);
     assert_eq!(wire.id, q.id.to_u128().to_be_bytes());
     assert_eq!(wire.message_id().unwrap(), q.id);
+}
+
+#[test]
+fn a_body_in_pieces_encodes_as_the_joined_body() {
+    let mut env = Envelope::new(None);
+    env.recipients.push(Recipient::new(addr("a@rcpt.test")));
+    let q = sample(env);
+    let body = b"Received: x\r\nSubject: hi\r\n\r\nhello\r\n";
+    for cuts in [
+        vec![],
+        vec![0],
+        vec![11, 11],
+        vec![1, 13, 30],
+        vec![body.len()],
+    ] {
+        let mut pieces = Vec::new();
+        let mut at = 0;
+        for cut in cuts.into_iter().chain([body.len()]) {
+            pieces.push(&body[at..cut]);
+            at = cut;
+        }
+        let joined = Queued {
+            body: Bytes::from_static(body),
+            ..q.clone()
+        };
+        let without = Queued {
+            body: Bytes::new(),
+            ..q.clone()
+        };
+        assert_eq!(
+            without.encode_with_body(&pieces),
+            joined.encode_to_bytes(),
+            "{pieces:?}"
+        );
+    }
+    // An empty body is no field at all, as prost writes it.
+    let empty = Queued {
+        body: Bytes::new(),
+        ..q
+    };
+    assert_eq!(
+        empty.encode_with_body::<&[u8]>(&[]),
+        v1::QueuedMessage::from(&empty).encode_to_vec()
+    );
 }
 
 #[test]

@@ -14,6 +14,8 @@ mod headers;
 mod normalise;
 mod suppressed;
 
+pub use normalise::Normalised;
+
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -167,7 +169,7 @@ impl<Q: Queue> Publisher<Q> {
     /// The message as it is queued: a `Received` header prepended (when `received` is
     /// set), `Message-ID` and `Date` added when missing; nothing else changed. See
     /// `normalise.rs` for the rules.
-    pub fn normalise(&self, id: MessageId, submission: &Submission) -> Bytes {
+    pub fn normalise(&self, id: MessageId, submission: &Submission) -> Normalised {
         normalise::normalise(&self.config, id, submission)
     }
 
@@ -201,7 +203,12 @@ impl<Q: Queue> Publisher<Q> {
     }
 
     /// One record per routing key, each with the recipients of that key only.
-    fn records(&self, id: MessageId, submission: &Submission, body: &Bytes) -> Vec<OutgoingRecord> {
+    fn records(
+        &self,
+        id: MessageId,
+        submission: &Submission,
+        body: &Normalised,
+    ) -> Vec<OutgoingRecord> {
         let trace = trace_context(submission.traceparent.as_deref());
         let first_seen = normalise::first_seen(id);
         let groups = submission
@@ -221,9 +228,9 @@ impl<Q: Queue> Publisher<Q> {
                     not_before: None,
                     trace: trace.clone(),
                     tags: submission.tags.clone(),
-                    body: body.clone(),
+                    body: Bytes::new(),
                 };
-                let record = OutgoingRecord::new(key, queued.encode_to_bytes());
+                let record = OutgoingRecord::new(key, queued.encode_with_body(body.pieces()));
                 match &trace {
                     // W3C trace context in a record header too (DESIGN §7), so consumers
                     // can join the trace without decoding the value.

@@ -14,7 +14,7 @@
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use kurir_core::MessageId;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc2822;
@@ -25,9 +25,45 @@ use super::{PublishConfig, ReceivedFrom, Submission};
 /// Lines of the `Received` field stay shorter than this (RFC 5322 §2.1.1 "SHOULD").
 const MAX_LINE: usize = 78;
 
+/// The queued message as pieces whose concatenation is the message: slices of the submitted
+/// body and the fields added around them. The record encoder writes the pieces straight
+/// into each record, so the message is not copied once more to join them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Normalised {
+    pieces: Vec<Bytes>,
+}
+
+impl Normalised {
+    /// Length of the message in bytes.
+    pub fn len(&self) -> usize {
+        self.pieces.iter().map(Bytes::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn pieces(&self) -> &[Bytes] {
+        &self.pieces
+    }
+
+    /// The message in one buffer (the submitted one when nothing was added).
+    pub fn to_bytes(&self) -> Bytes {
+        match &self.pieces[..] {
+            [] => Bytes::new(),
+            [one] => one.clone(),
+            pieces => Bytes::from(pieces.concat()),
+        }
+    }
+}
+
 /// See the module docs.
-pub(super) fn normalise(config: &PublishConfig, id: MessageId, submission: &Submission) -> Bytes {
-    let message = &submission.body[..];
+pub(super) fn normalise(
+    config: &PublishConfig,
+    id: MessageId,
+    submission: &Submission,
+) -> Normalised {
+    let message = &submission.body;
     let block = headers::scan(message);
     let date = rfc5322_date(accepted_at(id));
     let mut added = Vec::new();
@@ -42,27 +78,26 @@ pub(super) fn normalise(config: &PublishConfig, id: MessageId, submission: &Subm
         .as_ref()
         .map(|from| received(from, &config.hostname, id, &date));
     if received.is_none() && added.is_empty() {
-        return submission.body.clone();
+        return Normalised {
+            pieces: vec![message.clone()],
+        };
     }
-
-    let extra =
-        received.as_ref().map_or(0, String::len) + added.iter().map(|f| f.len() + 2).sum::<usize>();
-    let mut out = BytesMut::with_capacity(message.len() + extra + 2);
-    if let Some(received) = received {
-        out.put_slice(received.as_bytes());
-    }
-    out.put_slice(&message[..block.end]);
-    if block.unterminated && !added.is_empty() {
-        out.put_slice(b"\r\n");
-        out.put_slice(added.join("\r\n").as_bytes());
+    let added = if added.is_empty() {
+        String::new()
+    } else if block.unterminated {
+        format!("\r\n{}", added.join("\r\n"))
     } else {
-        for field in &added {
-            out.put_slice(field.as_bytes());
-            out.put_slice(b"\r\n");
-        }
+        added.iter().map(|field| format!("{field}\r\n")).collect()
+    };
+    let pieces = [
+        Bytes::from(received.unwrap_or_default()),
+        message.slice(..block.end),
+        Bytes::from(added),
+        message.slice(block.end..),
+    ];
+    Normalised {
+        pieces: pieces.into_iter().filter(|p| !p.is_empty()).collect(),
     }
-    out.put_slice(&message[block.end..]);
-    out.freeze()
 }
 
 /// When the message was accepted: its id's timestamp.
@@ -177,7 +212,7 @@ mod tests {
             suppressed: Vec::new(),
         };
         let id = MessageId::from_u128(u128::from(1_700_000_000_000_u64) << 80);
-        (id, normalise(&config, id, &submission))
+        (id, normalise(&config, id, &submission).to_bytes())
     }
 
     const DATE: &str = "Date: Tue, 14 Nov 2023 22:13:20 +0000";

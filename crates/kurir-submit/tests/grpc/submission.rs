@@ -103,7 +103,7 @@ async fn raw_message_is_normalised_like_smtp<Q: Queue + Clone, S: State + Clone>
         tags: BTreeMap::new(),
         suppressed: Vec::new(),
     };
-    assert_eq!(q.body, h.publisher.normalise(q.id, &smtp_like));
+    assert_eq!(q.body, h.publisher.normalise(q.id, &smtp_like).to_bytes());
     let text = std::str::from_utf8(&q.body).unwrap();
     let head = format!(
         "From: app@shop.test\r\nTo: rcpt@raw.test\r\nSubject: raw\r\nMessage-ID: <{}@{HOSTNAME}>\r\nDate: ",

@@ -1,5 +1,5 @@
 //! The outbound SMTP client against the real test SMTP server (`kurir_testkit::SmtpSink`):
-//! per-recipient replies, PIPELINING on and off, the body on the wire, STARTTLS under each
+//! per-recipient replies, PIPELINING on and off, the body on the wire by DATA and by BDAT, STARTTLS under each
 //! policy, AUTH, timeouts, 421, connection reuse and the source address.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -80,6 +80,21 @@ async fn sink_with(extensions: Extensions) -> SmtpSink {
         .unwrap()
 }
 
+/// How the body goes: the sink offers CHUNKING (BDAT) or not (DATA).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum By {
+    Data,
+    Bdat,
+}
+
+async fn sink_taking(by: By) -> SmtpSink {
+    sink_with(Extensions {
+        chunking: by == By::Bdat,
+        ..Extensions::default()
+    })
+    .await
+}
+
 async fn connect(sink: &SmtpSink, settings: &ClientSettings) -> Connection {
     Connection::connect(&target(sink), settings).await.unwrap()
 }
@@ -126,9 +141,10 @@ fn big_body(size: usize) -> Vec<u8> {
 
 /// Several recipients: two refused (one permanently, one transiently), two accepted; each
 /// gets its own reply and only the accepted ones are given the message.
-async fn per_recipient_replies(pipelining: bool) {
+async fn per_recipient_replies(pipelining: bool, chunking: bool) {
     let sink = sink_with(Extensions {
         pipelining,
+        chunking,
         ..Extensions::default()
     })
     .await;
@@ -168,9 +184,15 @@ async fn per_recipient_replies(pipelining: bool) {
     assert_eq!(txn.body, BODY);
     assert_eq!(txn.mail_from, "sender@origin.test");
     assert_eq!(txn.ehlo, "out.kurir.test");
+    // BDAT only with PIPELINING too: without it, one command per round trip and DATA.
+    let body_by = if pipelining && chunking {
+        "BDAT"
+    } else {
+        "DATA"
+    };
     assert_eq!(
         txn.commands,
-        ["MAIL", "RCPT", "RCPT", "RCPT", "RCPT", "DATA"]
+        ["MAIL", "RCPT", "RCPT", "RCPT", "RCPT", body_by]
     );
     assert_eq!(txn.pipelined, pipelining, "pipelined as offered");
     assert!(conn.is_usable());
@@ -179,12 +201,17 @@ async fn per_recipient_replies(pipelining: bool) {
 
 #[tokio::test]
 async fn pipelined_transaction_gives_each_recipient_its_reply() {
-    per_recipient_replies(true).await;
+    per_recipient_replies(true, false).await;
+}
+
+#[tokio::test]
+async fn chunked_transaction_gives_each_recipient_its_reply() {
+    per_recipient_replies(true, true).await;
 }
 
 #[tokio::test]
 async fn stepwise_transaction_gives_each_recipient_its_reply() {
-    per_recipient_replies(false).await;
+    per_recipient_replies(false, true).await;
 }
 
 #[tokio::test]
@@ -208,20 +235,31 @@ async fn stepwise_sends_no_data_when_no_recipient_is_accepted() {
 
 #[tokio::test]
 async fn pipelined_data_without_recipients_is_refused_and_the_connection_goes_on() {
-    let sink = SmtpSink::start().await.unwrap();
+    body_without_recipients_is_refused_and_the_connection_goes_on(By::Data).await;
+}
+
+#[tokio::test]
+async fn a_bdat_chunk_without_recipients_is_refused_and_the_connection_goes_on() {
+    body_without_recipients_is_refused_and_the_connection_goes_on(By::Bdat).await;
+}
+
+async fn body_without_recipients_is_refused_and_the_connection_goes_on(by: By) {
+    let sink = sink_taking(by).await;
     let refuse = sink.on(Match::Any, Stage::Rcpt, Action::reply(550, "5.1.1 unknown"));
     let mut conn = connect(&sink, &settings(TlsPolicy::Opportunistic)).await;
     let env = envelope(&["x@remote.test"]);
     let (replies, data) = sent(send(&mut conn, &env, BODY).await.unwrap());
     assert_eq!(replies[0].code, 550);
-    assert_eq!(data, None, "the DATA refusal decides nothing");
+    assert_eq!(data, None, "the DATA or BDAT refusal decides nothing");
     assert!(conn.is_usable());
     sink.remove_rule(refuse);
     conn.reset().await.unwrap();
     let (_, data) = sent(send(&mut conn, &env, BODY).await.unwrap());
     assert_eq!(data.unwrap().code, 250);
     let txns = sink.wait_for_transactions(2, WAIT).await.unwrap();
-    assert_eq!(txns[0].commands, ["MAIL", "RCPT", "DATA", "RSET"]);
+    let body_by = if by == By::Bdat { "BDAT" } else { "DATA" };
+    assert_eq!(txns[0].commands, ["MAIL", "RCPT", body_by, "RSET"]);
+    assert!(txns[0].body.is_empty());
     assert!(txns[1].accepted());
     conn.quit().await;
 }
@@ -259,7 +297,18 @@ async fn refused_mail_then_reset_leaves_the_connection_usable() {
 
 #[tokio::test]
 async fn data_refusals_and_final_replies_are_the_data_reply() {
-    let sink = SmtpSink::start().await.unwrap();
+    refusals_of_the_body_are_its_reply(By::Data).await;
+}
+
+#[tokio::test]
+async fn bdat_refusals_and_final_replies_are_the_data_reply() {
+    refusals_of_the_body_are_its_reply(By::Bdat).await;
+}
+
+/// A refusal of DATA (or of the first BDAT chunk) and the final reply both decide the
+/// accepted recipients' fate.
+async fn refusals_of_the_body_are_its_reply(by: By) {
+    let sink = sink_taking(by).await;
     sink.on_times(
         Match::Any,
         Stage::Data,
@@ -286,14 +335,24 @@ async fn data_refusals_and_final_replies_are_the_data_reply() {
         Some(RemoteReply::new(451, Some("4.3.0"), "try again"))
     );
     let txns = sink.wait_for_transactions(2, WAIT).await.unwrap();
-    assert!(txns[0].body.is_empty());
+    // A refused DATA gets no body; a BDAT chunk is sent with its command, and refused.
+    assert_eq!(txns[0].body.is_empty(), by == By::Data);
     assert_eq!(txns[1].body, BODY, "the body went, then was refused");
     conn.quit().await;
 }
 
 #[tokio::test]
 async fn dot_stuffing_round_trips_and_a_final_crlf_is_added() {
-    let sink = SmtpSink::start().await.unwrap();
+    dots_round_trip_and_a_final_crlf_is_added(By::Data).await;
+}
+
+#[tokio::test]
+async fn a_bdat_body_goes_unstuffed_and_a_final_crlf_is_added() {
+    dots_round_trip_and_a_final_crlf_is_added(By::Bdat).await;
+}
+
+async fn dots_round_trip_and_a_final_crlf_is_added(by: By) {
+    let sink = sink_taking(by).await;
     let mut conn = connect(&sink, &settings(TlsPolicy::Opportunistic)).await;
     let body = b".\r\n..x\r\n.y\r\nmiddle . dot\r\n.\r\n\r\n.\r\nlast line without CRLF";
     let (_, data) = sent(
@@ -303,6 +362,7 @@ async fn dot_stuffing_round_trips_and_a_final_crlf_is_added() {
     );
     assert_eq!(data.unwrap().code, 250);
     let txn = sink.wait_for_transactions(1, WAIT).await.unwrap().remove(0);
+    assert_eq!(txn.bdat, by == By::Bdat);
     let mut expected = body.to_vec();
     expected.extend_from_slice(b"\r\n");
     assert_eq!(txn.body_text(), String::from_utf8(expected).unwrap());
@@ -311,7 +371,13 @@ async fn dot_stuffing_round_trips_and_a_final_crlf_is_added() {
 
 #[tokio::test]
 async fn a_large_body_arrives_intact() {
-    let sink = SmtpSink::start().await.unwrap();
+    for by in [By::Data, By::Bdat] {
+        a_large_body_arrives_intact_by(by).await;
+    }
+}
+
+async fn a_large_body_arrives_intact_by(by: By) {
+    let sink = sink_taking(by).await;
     let mut conn = connect(&sink, &settings(TlsPolicy::Opportunistic)).await;
     let body = big_body(300 * 1024);
     let (_, data) = sent(
@@ -321,6 +387,7 @@ async fn a_large_body_arrives_intact() {
     );
     assert_eq!(data.unwrap().code, 250);
     let txn = sink.wait_for_transactions(1, WAIT).await.unwrap().remove(0);
+    assert_eq!(txn.bdat, by == By::Bdat);
     assert_eq!(txn.body.len(), body.len());
     assert!(txn.body == body, "the body changed on the way");
     conn.quit().await;

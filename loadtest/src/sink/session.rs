@@ -2,6 +2,8 @@
 //!
 //! Replies are gathered and written when the client has nothing more buffered
 //! (PIPELINING), and before anything the client must wait for (354, 334, 220 to STARTTLS).
+//! CHUNKING is offered, as the large receivers do: BDAT chunks are read whole, whatever the
+//! reply to the commands before them (RFC 3030 §2).
 //! AUTH accepts any credentials (it is offered only over TLS). Commands pipelined after
 //! STARTTLS close the connection (CVE-2011-0411).
 
@@ -10,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 
@@ -62,6 +64,8 @@ pub(crate) async fn run(stream: TcpStream, shared: Arc<Shared>) {
         greeted: false,
         mail: false,
         rcpts: Vec::new(),
+        chunks: Vec::new(),
+        chunks_dropped: false,
     };
     // A broken connection is the client's business; nothing to report.
     let _ = session.serve().await;
@@ -83,6 +87,10 @@ struct Session<'a> {
     greeted: bool,
     mail: bool,
     rcpts: Vec<String>,
+    /// The BDAT chunks of the transaction so far (dropped past the size limit).
+    chunks: Vec<u8>,
+    /// A chunk of the transaction went past the size limit.
+    chunks_dropped: bool,
 }
 
 impl Session<'_> {
@@ -118,6 +126,7 @@ impl Session<'_> {
             "MAIL" => self.mail(),
             "RCPT" => self.rcpt(arg),
             "DATA" => return self.data().await,
+            "BDAT" => return self.bdat(arg).await,
             "RSET" => {
                 self.reset();
                 self.reply("250 2.0.0 Ok\r\n");
@@ -141,6 +150,7 @@ impl Session<'_> {
             "8BITMIME".to_owned(),
             "SMTPUTF8".to_owned(),
             "ENHANCEDSTATUSCODES".to_owned(),
+            "CHUNKING".to_owned(),
             format!("SIZE {}", self.shared.max_message_size),
         ];
         if self.shared.tls.is_some() && !self.tls {
@@ -249,6 +259,72 @@ impl Session<'_> {
         let Some((stamp, size)) = self.read_message().await? else {
             return Ok(Next::Close);
         };
+        self.end_of_message(stamp, size).await
+    }
+
+    /// `BDAT <size> [LAST]`: the chunk is read first, then answered.
+    async fn bdat(&mut self, arg: &str) -> io::Result<Next> {
+        let mut words = arg.split_ascii_whitespace();
+        let size = words.next().and_then(|n| n.parse::<u64>().ok());
+        let last = match words.next() {
+            None => false,
+            Some(word) if word.eq_ignore_ascii_case("LAST") => true,
+            Some(_) => {
+                self.reply("501 5.5.4 Syntax: BDAT size [LAST]\r\n");
+                return Ok(Next::Close);
+            }
+        };
+        // Without a size the chunk cannot be skipped: the session is out of step.
+        let Some(size) = size.filter(|_| words.next().is_none()) else {
+            self.reply("501 5.5.4 Syntax: BDAT size [LAST]\r\n");
+            return Ok(Next::Close);
+        };
+        let keep = self.mail
+            && !self.rcpts.is_empty()
+            && self.chunks.len() as u64 + size <= self.shared.max_message_size as u64;
+        let start = self.chunks.len();
+        let complete = if keep {
+            self.chunks.resize(start + size as usize, 0);
+            self.conn
+                .read_exact(&mut self.chunks[start..])
+                .await
+                .is_ok()
+        } else {
+            let mut skip = (&mut self.conn).take(size);
+            tokio::io::copy(&mut skip, &mut tokio::io::sink()).await? == size
+        };
+        if !complete {
+            return Ok(Next::Close);
+        }
+        if !self.mail || self.rcpts.is_empty() {
+            self.reply(if self.mail {
+                "554 5.5.1 No valid recipients\r\n"
+            } else {
+                "503 5.5.1 MAIL first\r\n"
+            });
+            self.reset();
+            return Ok(Next::Continue);
+        }
+        if !keep {
+            // Too large: the rest is skipped and the message refused at its end.
+            self.chunks = Vec::new();
+            self.chunks_dropped = true;
+        }
+        if !last {
+            self.reply(&format!("250 2.0.0 {size} octets received\r\n"));
+            return Ok(Next::Continue);
+        }
+        let chunks = std::mem::take(&mut self.chunks);
+        let size = if std::mem::take(&mut self.chunks_dropped) {
+            usize::MAX
+        } else {
+            chunks.len()
+        };
+        self.end_of_message(stamp_in(&chunks), size).await
+    }
+
+    /// Answers a whole message (DATA or the LAST BDAT chunk) of `size` bytes.
+    async fn end_of_message(&mut self, stamp: Option<Stamp>, size: usize) -> io::Result<Next> {
         if size > self.shared.max_message_size {
             self.reply("552 5.3.4 Message too big\r\n");
         } else if self.shared.faults.disconnect(&mut self.rng) {
@@ -297,6 +373,8 @@ impl Session<'_> {
     fn reset(&mut self) {
         self.mail = false;
         self.rcpts.clear();
+        self.chunks.clear();
+        self.chunks_dropped = false;
     }
 
     fn reply(&mut self, text: &str) {
@@ -330,6 +408,14 @@ fn path(arg: &str) -> Option<&str> {
     let end = start + arg[start..].find('>')?;
     let address = arg[start..end].trim();
     (!address.is_empty()).then_some(address)
+}
+
+/// The stamp in the header of a whole message.
+fn stamp_in(message: &[u8]) -> Option<Stamp> {
+    message
+        .split_inclusive(|&b| b == b'\n')
+        .take_while(|line| *line != b"\r\n" && *line != b"\n")
+        .find_map(stamp_of)
 }
 
 /// The stamp of an `X-Kurir-Loadtest:` header line.

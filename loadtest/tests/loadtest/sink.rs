@@ -171,3 +171,76 @@ async fn a_size_mix_sends_both_sizes() {
     assert!(seen.bytes > 100 * 1024 + 20 * 64 * 1024, "{seen}");
     assert!(seen.bytes < 100 * 64 * 1024 + 100 * 1024, "{seen}");
 }
+
+/// Writes `input`, then reads until `replies` reply lines (final lines: `NNN `) arrived.
+async fn exchange(stream: &mut tokio::net::TcpStream, input: &[u8], replies: usize) -> Vec<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    stream.write_all(input).await.unwrap();
+    let mut text = String::new();
+    let mut buf = [0u8; 4096];
+    let finals = |t: &str| {
+        t.lines()
+            .filter(|l| l.as_bytes().get(3) == Some(&b' '))
+            .count()
+    };
+    while finals(&text) < replies {
+        let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf))
+            .await
+            .expect("sink answers")
+            .unwrap();
+        assert!(n > 0, "sink closed after {text:?}");
+        text.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    text.lines()
+        .filter(|l| l.as_bytes().get(3) == Some(&b' '))
+        .map(|l| l[..3].to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bdat_chunks_make_one_message_and_refused_chunks_are_skipped() {
+    let sink = Sink::start(SinkConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        max_message_size: 1000,
+        ..SinkConfig::default()
+    })
+    .await
+    .unwrap();
+    let mut stream = tokio::net::TcpStream::connect(sink.addr()).await.unwrap();
+    let ehlo = exchange(&mut stream, b"EHLO client.test\r\n", 2).await;
+    assert_eq!(ehlo, ["220", "250"]);
+
+    let to = vec!["user-1@d1.load.test".to_owned()];
+    let mut message = header_block("a@sender.load.test", &to, &Stamp::now("bdat-run", 1));
+    message.extend_from_slice(b"body\r\n.leading dot, not stuffed\r\n");
+    let (first, second) = message.split_at(10);
+    let mut input = b"MAIL FROM:<a@sender.load.test>\r\nRCPT TO:<user-1@d1.load.test>\r\n".to_vec();
+    input.extend_from_slice(format!("BDAT {}\r\n", first.len()).as_bytes());
+    input.extend_from_slice(first);
+    input.extend_from_slice(format!("BDAT {} LAST\r\n", second.len()).as_bytes());
+    input.extend_from_slice(second);
+    assert_eq!(
+        exchange(&mut stream, &input, 4).await,
+        ["250", "250", "250", "250"]
+    );
+
+    // No recipient: the chunk (which looks like commands) is skipped, then refused.
+    let input = b"MAIL FROM:<a@sender.load.test>\r\nBDAT 6 LAST\r\nQUIT\r\nNOOP\r\n";
+    assert_eq!(exchange(&mut stream, input, 3).await, ["250", "554", "250"]);
+    // Over the size limit across chunks: read to the end, then 552.
+    let mut input = b"MAIL FROM:<a@sender.load.test>\r\nRCPT TO:<user-1@d1.load.test>\r\n".to_vec();
+    input.extend_from_slice(b"BDAT 600\r\n");
+    input.extend_from_slice(&[b'x'; 600]);
+    input.extend_from_slice(b"BDAT 600 LAST\r\n");
+    input.extend_from_slice(&[b'x'; 600]);
+    assert_eq!(
+        exchange(&mut stream, &input, 4).await,
+        ["250", "250", "250", "552"]
+    );
+    assert_eq!(exchange(&mut stream, b"QUIT\r\n", 1).await, ["221"]);
+    let seen = sink.stop().await;
+
+    assert_eq!(seen.messages, 1, "{seen}");
+    assert_eq!((seen.distinct_ids, seen.unlabelled), (1, 0), "{seen}");
+    assert_eq!(seen.bytes, message.len() as u64, "{seen}");
+}

@@ -1,5 +1,6 @@
 //! What goes on the wire for a transaction: MAIL FROM and RCPT TO with the parameters the
-//! server's [`Capabilities`] allow, and the dot-stuffed DATA body.
+//! server's [`Capabilities`] allow, and the body: dot-stuffed after DATA, or as one BDAT
+//! chunk.
 
 use std::fmt::Write as _;
 
@@ -12,8 +13,8 @@ use super::Capabilities;
 ///
 /// - `SIZE=` when the server offers SIZE.
 /// - `BODY=8BITMIME` when the body is 8BITMIME or BINARYMIME and the server offers
-///   8BITMIME. We never send BDAT, so a BINARYMIME body (which after submission still has
-///   CRLF lines, as DATA needs) goes as 8BITMIME. Without 8BITMIME no BODY is sent and the
+///   8BITMIME. A BINARYMIME body (which after submission still has CRLF lines, as DATA
+///   needs) goes as 8BITMIME, by BDAT or DATA alike. Without 8BITMIME no BODY is sent and the
 ///   body goes as is (no downgrade to 7 bit).
 /// - `SMTPUTF8` when asked for or needed by an address, and offered.
 /// - `RET=` / `ENVID=` only when the server offers DSN.
@@ -93,6 +94,18 @@ pub(super) fn dot_stuffed(body: &[u8]) -> Vec<&[u8]> {
     pieces
 }
 
+/// `BDAT <size> LAST` with CRLF, and the chunk as pieces: the body, and a CRLF when it does
+/// not end with one (what DATA adds too, so both ways deliver the same message).
+pub(super) fn bdat_last(body: &[u8]) -> (String, Vec<&[u8]>) {
+    let mut chunk: Vec<&[u8]> = vec![body];
+    if !body.is_empty() && !body.ends_with(b"\r\n") {
+        chunk.push(b"\r\n");
+    }
+    chunk.retain(|piece| !piece.is_empty());
+    let size: usize = chunk.iter().map(|piece| piece.len()).sum();
+    (format!("BDAT {size} LAST\r\n"), chunk)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -152,6 +165,23 @@ mod tests {
         let pieces = dot_stuffed(&body);
         assert_eq!(pieces.len(), 3);
         assert_eq!(pieces[0].len(), 100_000);
+    }
+
+    #[test]
+    fn a_bdat_chunk_is_the_body_as_is_with_its_last_line_ended() {
+        let chunk = |body: &[u8]| {
+            let (command, pieces) = bdat_last(body);
+            (command, pieces.concat())
+        };
+        assert_eq!(chunk(b""), ("BDAT 0 LAST\r\n".to_owned(), vec![]));
+        assert_eq!(
+            chunk(b".\r\n.x\r\n"),
+            ("BDAT 7 LAST\r\n".to_owned(), b".\r\n.x\r\n".to_vec())
+        );
+        assert_eq!(
+            chunk(b"a\r\nb"),
+            ("BDAT 6 LAST\r\n".to_owned(), b"a\r\nb\r\n".to_vec())
+        );
     }
 
     fn envelope() -> Envelope {

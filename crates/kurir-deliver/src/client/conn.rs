@@ -281,10 +281,11 @@ impl Connection {
     /// usable) and the outcome of the recipients is unknown (treat as transient).
     pub async fn send(&mut self, tx: &Transaction<'_>) -> Result<TransactionReplies, ClientError> {
         self.check_usable(Phase::Mail)?;
-        let result = if self.capabilities.pipelining {
-            self.send_pipelined(tx).await
-        } else {
-            self.send_stepwise(tx).await
+        let caps = &self.capabilities;
+        let result = match (caps.pipelining, caps.chunking) {
+            (true, true) => self.send_chunked(tx).await,
+            (true, false) => self.send_pipelined(tx).await,
+            (false, _) => self.send_stepwise(tx).await,
         };
         if result.is_err() {
             self.usable = false;

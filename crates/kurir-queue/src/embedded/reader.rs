@@ -86,6 +86,10 @@ async fn fill(
     loop {
         let limit = *end.borrow_and_update();
         if limit > cursor {
+            // Keeping up: the records just written, without reading them back.
+            if let Some(rows) = args.partition.recent(cursor, limit, READ_AHEAD) {
+                return Ok(Some(rows));
+            }
             let (topic_id, partition) = (args.topic_id, args.partition.partition);
             let read = if limit - cursor <= INLINE_READ {
                 // Caught up: the few records just written are in the memtable; reading

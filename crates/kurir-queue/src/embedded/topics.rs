@@ -1,10 +1,11 @@
 //! The in-memory view of topics and partitions: offsets handed out by the writer and the
 //! end offset readers wait on.
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
+use bytes::Bytes;
 use tokio::sync::watch;
 
 use super::store::{Store, StoredTopic};
@@ -21,6 +22,23 @@ pub(crate) struct PartitionState {
     end: watch::Sender<u64>,
     /// Records below this offset have been deleted (every group consumed them).
     pub(crate) retained_from: AtomicU64,
+    /// The last records written, for a reader that keeps up with the writer: it takes them
+    /// from here instead of reading back from the store what was just written (that read
+    /// seeks every table on disk whose key range spans the partition).
+    tail: Mutex<Tail>,
+}
+
+/// At most this many records are kept in a partition's tail ...
+const TAIL_RECORDS: usize = 64;
+/// ... and at most this many bytes of them.
+const TAIL_BYTES: usize = 4 * 1024 * 1024;
+
+/// The most recent stored records of a partition, in offset order, without gaps other than
+/// the offsets of failed batches (which were never stored).
+#[derive(Debug, Default)]
+struct Tail {
+    records: VecDeque<(u64, Bytes)>,
+    bytes: usize,
 }
 
 impl PartitionState {
@@ -31,7 +49,40 @@ impl PartitionState {
             next: AtomicU64::new(next),
             end,
             retained_from: AtomicU64::new(retained_from),
+            tail: Mutex::new(Tail::default()),
         }
+    }
+
+    /// The writer thread stored the record at `offset` (called in offset order, before
+    /// [`Self::publish_end`] makes it readable).
+    pub(crate) fn remember(&self, offset: u64, value: Bytes) {
+        let mut tail = self.tail.lock().unwrap_or_else(|e| e.into_inner());
+        tail.bytes += value.len();
+        tail.records.push_back((offset, value));
+        while tail.records.len() > TAIL_RECORDS || tail.bytes > TAIL_BYTES {
+            let Some((_, old)) = tail.records.pop_front() else {
+                break;
+            };
+            tail.bytes -= old.len();
+        }
+    }
+
+    /// Up to `limit` stored records from `from` (inclusive) to `until` (exclusive), when the
+    /// tail still holds everything from `from` on; `None` when the store must be read (the
+    /// reader is behind, or nothing stored is in the range: a failed batch's gap).
+    pub(crate) fn recent(&self, from: u64, until: u64, limit: usize) -> Option<Vec<(u64, Bytes)>> {
+        let tail = self.tail.lock().unwrap_or_else(|e| e.into_inner());
+        if tail.records.front().is_none_or(|(first, _)| *first > from) {
+            return None;
+        }
+        let rows: Vec<_> = tail
+            .records
+            .iter()
+            .filter(|(offset, _)| (from..until).contains(offset))
+            .take(limit)
+            .cloned()
+            .collect();
+        (!rows.is_empty()).then_some(rows)
     }
 
     /// The writer thread gives the next record this offset.
@@ -91,5 +142,63 @@ pub(crate) fn fresh(topic: &StoredTopic) -> TopicState {
         partitions: (0..topic.partitions)
             .map(|p| Arc::new(PartitionState::new(p, 0, 0)))
             .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn offsets(rows: Option<Vec<(u64, Bytes)>>) -> Option<Vec<u64>> {
+        rows.map(|rows| rows.into_iter().map(|(o, _)| o).collect())
+    }
+
+    #[test]
+    fn the_tail_serves_a_reader_that_keeps_up_and_sends_others_to_the_store() {
+        let p = PartitionState::new(0, 0, 0);
+        assert_eq!(offsets(p.recent(0, 1, 32)), None, "nothing written yet");
+        for o in 0..3 {
+            p.remember(o, Bytes::from_static(b"x"));
+        }
+        // Offset 3 was a failed batch (never stored); 4 and 5 were stored.
+        p.remember(4, Bytes::from_static(b"y"));
+        p.remember(5, Bytes::from_static(b"z"));
+        assert_eq!(offsets(p.recent(1, 6, 32)), Some(vec![1, 2, 4, 5]));
+        assert_eq!(
+            offsets(p.recent(1, 3, 32)),
+            Some(vec![1, 2]),
+            "below the end only"
+        );
+        assert_eq!(offsets(p.recent(1, 6, 2)), Some(vec![1, 2]), "the limit");
+        assert_eq!(
+            offsets(p.recent(3, 4, 32)),
+            None,
+            "only the gap: the store decides"
+        );
+
+        // Past the record count, the oldest are dropped: a reader behind them is sent to
+        // the store.
+        for o in 6..6 + TAIL_RECORDS as u64 {
+            p.remember(o, Bytes::from_static(b"x"));
+        }
+        assert_eq!(offsets(p.recent(5, 7, 32)), None);
+        assert_eq!(offsets(p.recent(6, 8, 32)), Some(vec![6, 7]));
+    }
+
+    #[test]
+    fn the_tail_is_bounded_in_bytes() {
+        let p = PartitionState::new(0, 0, 0);
+        let big = Bytes::from(vec![0u8; TAIL_BYTES / 2 + 1]);
+        p.remember(0, big.clone());
+        p.remember(1, big.clone());
+        assert_eq!(
+            offsets(p.recent(0, 2, 32)),
+            None,
+            "the first one was dropped"
+        );
+        assert_eq!(offsets(p.recent(1, 2, 32)), Some(vec![1]));
+        // A single record larger than the bound is not kept at all.
+        p.remember(2, Bytes::from(vec![0u8; TAIL_BYTES + 1]));
+        assert_eq!(offsets(p.recent(2, 3, 32)), None);
     }
 }

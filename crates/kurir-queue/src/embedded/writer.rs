@@ -65,17 +65,24 @@ fn write_batch(store: &Store, batch: Vec<WriteRequest>, count: usize) {
                 record_key(request.topic_id, partition.partition, offset),
                 value.clone(),
             ));
-            appended.push(partition.clone());
+            appended.push((partition, offset, value));
         }
     }
     let result = store
         .append(&rows)
         .map_err(|e| PublishError::Transient(e.to_string()));
-    if let Err(error) = &result {
-        tracing::error!(%error, records = count, "embedded queue append failed");
-        // Offsets handed out for the failed batch are not reused; readers skip the gap.
+    match &result {
+        Ok(()) => {
+            for (partition, offset, value) in &appended {
+                partition.remember(*offset, Bytes::clone(value));
+            }
+        }
+        Err(error) => {
+            tracing::error!(%error, records = count, "embedded queue append failed");
+            // Offsets handed out for the failed batch are not reused; readers skip the gap.
+        }
     }
-    for partition in appended {
+    for (partition, _, _) in appended {
         partition.publish_end();
     }
     for request in batch {

@@ -202,8 +202,10 @@ pub enum SuppressionReasonArg {
     /// Added by an operator or a service.
     Manual,
     /// A permanent delivery failure.
+    #[value(alias = "hard-bounce")]
     HardBounce,
     /// Too many soft bounces.
+    #[value(alias = "soft-bounces")]
     SoftBounces,
     /// The recipient complained.
     Complaint,

@@ -4,7 +4,9 @@
 //! out, so a plain list of addresses is a valid file. The address ends at the first comma
 //! outside double quotes (a quoted local part may contain commas); `source` is the rest of
 //! the line and may contain commas. Blank lines, `#` comments and a header line
-//! (`address,reason,source`) are skipped. Export writes all three fields.
+//! (`address,reason,source`) are skipped. Export writes all three fields. Reasons are spelt
+//! as on the command line (`hard_bounce`); the state store's spelling (`hard-bounce`, as in
+//! `kurir_state::bulk` files) is read too.
 
 use std::io::Read;
 use std::path::Path;
@@ -197,6 +199,20 @@ mod tests {
         let (line, message) = parse("a@one.test,bored\n", false).unwrap_err();
         assert_eq!(line, 1);
         assert!(message.contains("hard_bounce"), "{message}");
+    }
+
+    #[test]
+    fn the_state_stores_spelling_of_reasons_is_accepted_too() {
+        // `kurir_state::bulk` files and Redis say `hard-bounce` and `soft-bounces`.
+        let entries = parse("a@one.test,hard-bounce\nb@one.test,Soft-Bounces,x\n", false).unwrap();
+        let reasons: Vec<i32> = entries.iter().map(|e| e.reason).collect();
+        assert_eq!(
+            reasons,
+            [
+                SuppressionReason::HardBounce as i32,
+                SuppressionReason::SoftBounces as i32
+            ]
+        );
     }
 
     #[test]

@@ -75,8 +75,12 @@ impl Connection {
         let t = self.timeouts;
         let mut pieces = vec![commands.as_bytes()];
         pieces.extend(body);
+        // A failed write is a failure at MAIL: nothing of the transaction was answered, so
+        // the receiver cannot have taken the message, and on a reused connection it is the
+        // sign of one the receiver closed while idle (the attempt retries on a new one).
+        // The body's time limit applies.
         self.wire
-            .send_pieces(&pieces, Phase::DataWrite, t.data_write)
+            .send_pieces(&pieces, Phase::Mail, t.data_write)
             .await?;
         self.transactions += 1;
 

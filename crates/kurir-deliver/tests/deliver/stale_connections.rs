@@ -64,6 +64,25 @@ async fn run(env: Env) {
         3
     );
     assert_eq!(sink.connections_total(), 3, "one new connection");
+
+    // The receiver drops the idle connection before the next message, a large one: with
+    // BDAT its body follows MAIL in the same write, and that write fails on the dead
+    // connection. It is no less stale for that: a new connection, no deferral.
+    sink.close_connections(Duration::from_secs(10))
+        .await
+        .unwrap();
+    let large = format!(
+        "Subject: stale\r\n\r\n{}",
+        format!("{}\r\n", "y".repeat(76)).repeat(4000)
+    );
+    env.submit(Some(SENDER), &["large@stale.test"], &large)
+        .await;
+    let event = env.wait_event("large@stale.test", Outcome::Delivered).await;
+    assert_eq!(
+        event.attempt, 1,
+        "delivered at its first attempt: {event:?}"
+    );
+    assert_eq!(sink.connections_total(), 4, "one new connection");
     node.stop().await;
 }
 

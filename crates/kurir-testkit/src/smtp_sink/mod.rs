@@ -110,6 +110,8 @@ struct Shared {
     connections_open: AtomicU64,
     /// High-water mark of `connections_open`.
     connections_max: AtomicU64,
+    /// Asks the accept loop to close every open connection.
+    close_all: tokio::sync::Notify,
 }
 
 /// Locks `mutex`, ignoring poisoning: the data are records and rules, valid after any panic.
@@ -245,6 +247,7 @@ impl SmtpSinkBuilder {
             connections_total: AtomicU64::new(0),
             connections_open: AtomicU64::new(0),
             connections_max: AtomicU64::new(0),
+            close_all: tokio::sync::Notify::new(),
         });
         let accept = tokio::spawn(accept_loop(listener, shared.clone()));
         Ok(SmtpSink {
@@ -272,6 +275,7 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
                 }
             },
             Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
+            () = shared.close_all.notified() => sessions.abort_all(),
         }
     }
 }
@@ -370,6 +374,18 @@ impl SmtpSink {
         crate::wait_for(&what, timeout, || async {
             let txns = self.transactions();
             (txns.len() >= n).then_some(txns)
+        })
+        .await
+    }
+
+    /// Closes every open connection without a word, as an MX does that restarts or drops
+    /// idle connections, and waits until they are gone. New connections are accepted as
+    /// before.
+    pub async fn close_connections(&self, timeout: Duration) -> anyhow::Result<()> {
+        self.shared.close_all.notify_one();
+        let what = format!("connections to {} closed", self.addr);
+        crate::wait_for(&what, timeout, || async {
+            (self.connections_open() == 0).then_some(())
         })
         .await
     }

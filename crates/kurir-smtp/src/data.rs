@@ -292,7 +292,6 @@ impl BdatReader {
         }
     }
 
-    /// Starts a chunk of `size` bytes.
     /// As [`DataReader::expecting`].
     #[must_use]
     pub fn expecting(mut self, size: Option<u64>) -> Self {
@@ -302,6 +301,7 @@ impl BdatReader {
         self
     }
 
+    /// Starts a chunk of `size` bytes.
     pub fn begin_chunk(&mut self, size: u64) {
         self.remaining = size;
     }

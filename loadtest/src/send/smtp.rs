@@ -201,8 +201,7 @@ impl Session {
     ) -> Result<TxResult, SmtpError> {
         let mut commands = Vec::with_capacity(to.len() + 2);
         commands.push(if self.size {
-            // The size as sent: header, body and the dot-stuffing and terminator (close
-            // enough, RFC 1870 asks for an estimate).
+            // The message's size (header and body, before dot-stuffing), as RFC 1870 asks.
             format!("MAIL FROM:<{from}> SIZE={}\r\n", header.len() + body.len())
         } else {
             format!("MAIL FROM:<{from}>\r\n")

@@ -281,19 +281,19 @@ impl Session<'_> {
         };
         let keep = self.mail
             && !self.rcpts.is_empty()
-            && self.chunks.len() as u64 + size <= self.shared.max_message_size as u64;
-        let start = self.chunks.len();
-        let complete = if keep {
-            self.chunks.resize(start + size as usize, 0);
-            self.conn
-                .read_exact(&mut self.chunks[start..])
-                .await
-                .is_ok()
+            && (self.chunks.len() as u64).saturating_add(size)
+                <= self.shared.max_message_size as u64;
+        // The chunk is kept (growing with what arrives, nothing reserved from the size a
+        // client claims) or skipped, within the idle timeout.
+        let mut chunk = (&mut self.conn).take(size);
+        let read = if keep {
+            let kept = async { chunk.read_to_end(&mut self.chunks).await.map(|n| n as u64) };
+            tokio::time::timeout(IDLE_TIMEOUT, kept).await
         } else {
-            let mut skip = (&mut self.conn).take(size);
-            tokio::io::copy(&mut skip, &mut tokio::io::sink()).await? == size
+            let mut discard = tokio::io::sink();
+            tokio::time::timeout(IDLE_TIMEOUT, tokio::io::copy(&mut chunk, &mut discard)).await
         };
-        if !complete {
+        if !matches!(read, Ok(Ok(n)) if n == size) {
             return Ok(Next::Close);
         }
         if !self.mail || self.rcpts.is_empty() {

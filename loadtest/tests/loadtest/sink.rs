@@ -238,6 +238,28 @@ async fn bdat_chunks_make_one_message_and_refused_chunks_are_skipped() {
         ["250", "250", "250", "552"]
     );
     assert_eq!(exchange(&mut stream, b"QUIT\r\n", 1).await, ["221"]);
+
+    // A size that overflows what came before, then the client gives up: the session
+    // answers what it had and ends (no panic, nothing reserved from the claimed size).
+    let mut stream = tokio::net::TcpStream::connect(sink.addr()).await.unwrap();
+    exchange(&mut stream, b"EHLO client.test\r\n", 2).await;
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut input =
+            b"MAIL FROM:<a@sender.load.test>\r\nRCPT TO:<user-1@d1.load.test>\r\n".to_vec();
+        input.extend_from_slice(b"BDAT 10\r\n0123456789BDAT 18446744073709551610 LAST\r\n");
+        stream.write_all(&input).await.unwrap();
+        stream.shutdown().await.unwrap();
+        let mut rest = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut rest));
+        read.await.expect("the sink closes").unwrap();
+        let codes: Vec<&str> = std::str::from_utf8(&rest)
+            .unwrap()
+            .lines()
+            .map(|l| &l[..3])
+            .collect();
+        assert_eq!(codes, ["250", "250", "250"]);
+    }
     let seen = sink.stop().await;
 
     assert_eq!(seen.messages, 1, "{seen}");

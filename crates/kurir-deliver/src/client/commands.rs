@@ -86,7 +86,7 @@ pub(super) fn dot_stuffed(body: &[u8]) -> Vec<&[u8]> {
         run_start = dot;
     }
     pieces.push(&body[run_start..]);
-    if !body.is_empty() && !body.ends_with(b"\r\n") {
+    if needs_final_crlf(body) {
         pieces.push(b"\r\n");
     }
     pieces.push(b".\r\n");
@@ -94,16 +94,26 @@ pub(super) fn dot_stuffed(body: &[u8]) -> Vec<&[u8]> {
     pieces
 }
 
+/// Whether the body needs a CRLF at its end: both DATA and BDAT add one.
+fn needs_final_crlf(body: &[u8]) -> bool {
+    !body.is_empty() && !body.ends_with(b"\r\n")
+}
+
+/// The size of the message as it is delivered (RFC 1870 `SIZE=`: without dot-stuffing or
+/// the end of data, with the final CRLF added when missing).
+pub(super) fn message_size(body: &[u8]) -> usize {
+    body.len() + if needs_final_crlf(body) { 2 } else { 0 }
+}
+
 /// `BDAT <size> LAST` with CRLF, and the chunk as pieces: the body, and a CRLF when it does
 /// not end with one (what DATA adds too, so both ways deliver the same message).
 pub(super) fn bdat_last(body: &[u8]) -> (String, Vec<&[u8]>) {
     let mut chunk: Vec<&[u8]> = vec![body];
-    if !body.is_empty() && !body.ends_with(b"\r\n") {
+    if needs_final_crlf(body) {
         chunk.push(b"\r\n");
     }
     chunk.retain(|piece| !piece.is_empty());
-    let size: usize = chunk.iter().map(|piece| piece.len()).sum();
-    (format!("BDAT {size} LAST\r\n"), chunk)
+    (format!("BDAT {} LAST\r\n", message_size(body)), chunk)
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@
 //!   (RFC 2920): two round trips.
 //! - Neither: one command per round trip.
 
-use super::commands::{bdat_last, dot_stuffed, mail_from, rcpt_to};
+use super::commands::{bdat_last, dot_stuffed, mail_from, message_size, rcpt_to};
 use super::{ClientError, Connection, Phase, Transaction, TransactionReplies};
 use crate::reply::RemoteReply;
 
@@ -22,7 +22,7 @@ impl Connection {
     ) -> Result<TransactionReplies, ClientError> {
         let envelope = tx.envelope;
         let caps = self.capabilities();
-        let mut batch = mail_from(envelope, tx.body.len(), caps);
+        let mut batch = mail_from(envelope, message_size(tx.body), caps);
         for rcpt in &envelope.recipients {
             batch.push_str(&rcpt_to(rcpt, caps));
         }
@@ -67,7 +67,7 @@ impl Connection {
         let envelope = tx.envelope;
         let caps = self.capabilities();
         let (bdat, body) = bdat_last(tx.body);
-        let mut commands = mail_from(envelope, tx.body.len(), caps);
+        let mut commands = mail_from(envelope, message_size(tx.body), caps);
         for rcpt in &envelope.recipients {
             commands.push_str(&rcpt_to(rcpt, caps));
         }
@@ -84,12 +84,16 @@ impl Connection {
             .await?;
         self.transactions += 1;
 
-        let mail = self.reply(Phase::Mail, t.mail).await?;
+        // A pipelining server may hold even MAIL's reply until it has read and checked the
+        // whole message, which RFC 5321 gives 10 minutes: every reply gets the end-of-data
+        // limit (a shorter one would defer a message the server then accepts).
+        let wait = t.data_end.max(t.mail).max(t.rcpt);
+        let mail = self.reply(Phase::Mail, wait).await?;
         let mut rcpts = Vec::with_capacity(envelope.recipients.len());
         for _ in &envelope.recipients {
-            rcpts.push(self.reply(Phase::Rcpt, t.rcpt).await?);
+            rcpts.push(self.reply(Phase::Rcpt, wait).await?);
         }
-        let end = self.reply(Phase::DataEnd, t.data_end).await?;
+        let end = self.reply(Phase::DataEnd, wait).await?;
         if !mail.is_positive() {
             return Ok(TransactionReplies::MailRefused(mail));
         }
@@ -109,7 +113,7 @@ impl Connection {
     ) -> Result<TransactionReplies, ClientError> {
         let envelope = tx.envelope;
         let t = self.timeouts;
-        let line = mail_from(envelope, tx.body.len(), self.capabilities());
+        let line = mail_from(envelope, message_size(tx.body), self.capabilities());
         self.wire.send(line.as_bytes(), Phase::Mail, t.mail).await?;
         self.transactions += 1;
         let mail = self.reply(Phase::Mail, t.mail).await?;

@@ -30,8 +30,10 @@ pub(crate) struct PartitionState {
 
 /// At most this many records are kept in a partition's tail ...
 const TAIL_RECORDS: usize = 64;
-/// ... and at most this many bytes of them.
-const TAIL_BYTES: usize = 4 * 1024 * 1024;
+/// ... and at most this many bytes of them: a partition whose reader waits (a retry tier
+/// holding records until they are due, a paused delivery) pins at most this much, across
+/// the default 64 partitions at most 64 MiB.
+const TAIL_BYTES: usize = 1024 * 1024;
 
 /// The most recent stored records of a partition, in offset order, without gaps other than
 /// the offsets of failed batches (which were never stored).
@@ -70,8 +72,15 @@ impl PartitionState {
     /// Up to `limit` stored records from `from` (inclusive) to `until` (exclusive), when the
     /// tail still holds everything from `from` on; `None` when the store must be read (the
     /// reader is behind, or nothing stored is in the range: a failed batch's gap).
+    /// Records below `from` are dropped: the reader has handed them out (a second consumer
+    /// group still behind them reads the store).
     pub(crate) fn recent(&self, from: u64, until: u64, limit: usize) -> Option<Vec<(u64, Bytes)>> {
-        let tail = self.tail.lock().unwrap_or_else(|e| e.into_inner());
+        let mut tail = self.tail.lock().unwrap_or_else(|e| e.into_inner());
+        while tail.records.front().is_some_and(|(first, _)| *first < from) {
+            if let Some((_, old)) = tail.records.pop_front() {
+                tail.bytes -= old.len();
+            }
+        }
         if tail.records.front().is_none_or(|(first, _)| *first > from) {
             return None;
         }
@@ -183,6 +192,11 @@ mod tests {
         }
         assert_eq!(offsets(p.recent(5, 7, 32)), None);
         assert_eq!(offsets(p.recent(6, 8, 32)), Some(vec![6, 7]));
+        // What the reader has passed is let go.
+        assert_eq!(offsets(p.recent(8, 9, 32)), Some(vec![8]));
+        let tail = p.tail.lock().unwrap();
+        assert_eq!(tail.records.front().map(|r| r.0), Some(8));
+        assert_eq!(tail.bytes, tail.records.len());
     }
 
     #[test]

@@ -13,6 +13,16 @@ use super::{ClientError, Connection, Phase, Transaction, TransactionReplies};
 use crate::reply::RemoteReply;
 
 impl Connection {
+    /// MAIL FROM and every RCPT TO, for one write.
+    fn envelope_commands(&self, tx: &Transaction<'_>) -> String {
+        let caps = self.capabilities();
+        let mut commands = mail_from(tx.envelope, message_size(tx.body), caps);
+        for rcpt in &tx.envelope.recipients {
+            commands.push_str(&rcpt_to(rcpt, caps));
+        }
+        commands
+    }
+
     /// MAIL, every RCPT and DATA in one write, then the replies in order. DATA is in the
     /// batch whatever the RCPT replies turn out to be; with no recipient accepted the
     /// server refuses it (and one that answers 354 gets a lone dot).
@@ -21,11 +31,7 @@ impl Connection {
         tx: &Transaction<'_>,
     ) -> Result<TransactionReplies, ClientError> {
         let envelope = tx.envelope;
-        let caps = self.capabilities();
-        let mut batch = mail_from(envelope, message_size(tx.body), caps);
-        for rcpt in &envelope.recipients {
-            batch.push_str(&rcpt_to(rcpt, caps));
-        }
+        let mut batch = self.envelope_commands(tx);
         batch.push_str("DATA\r\n");
         let t = self.timeouts;
         self.wire
@@ -65,12 +71,8 @@ impl Connection {
         tx: &Transaction<'_>,
     ) -> Result<TransactionReplies, ClientError> {
         let envelope = tx.envelope;
-        let caps = self.capabilities();
         let (bdat, body) = bdat_last(tx.body);
-        let mut commands = mail_from(envelope, message_size(tx.body), caps);
-        for rcpt in &envelope.recipients {
-            commands.push_str(&rcpt_to(rcpt, caps));
-        }
+        let mut commands = self.envelope_commands(tx);
         commands.push_str(&bdat);
         let t = self.timeouts;
         let mut pieces = vec![commands.as_bytes()];

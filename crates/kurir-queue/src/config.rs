@@ -106,6 +106,11 @@ pub struct EmbeddedConfig {
     pub dir: PathBuf,
     /// Records fsynced together at most (group commit).
     pub max_batch: usize,
+    /// Events older than this are deleted whether a consumer group read them or not (with
+    /// no group on the events topic, as in `kurir serve`, they would otherwise stay
+    /// forever). Mail and retry records are never deleted before they are consumed.
+    #[serde(with = "humantime_serde")]
+    pub events_retention: Duration,
 }
 
 impl Default for EmbeddedConfig {
@@ -113,6 +118,7 @@ impl Default for EmbeddedConfig {
         Self {
             dir: PathBuf::from("queue"),
             max_batch: 4096,
+            events_retention: Duration::from_secs(7 * 86_400),
         }
     }
 }
@@ -171,6 +177,9 @@ impl QueueConfig {
                 "drain_timeout",
                 "must be shorter than queue.kafka.session_timeout",
             );
+        }
+        if self.embedded.events_retention < Duration::from_secs(60) {
+            return err("embedded.events_retention", "must be at least 1m");
         }
         if self.embedded.max_batch == 0 {
             return err("embedded.max_batch", "must be at least 1");
@@ -268,5 +277,16 @@ mod tests {
             [Duration::from_secs(60), Duration::from_secs(600)]
         );
         assert!(toml::from_str::<QueueConfig>("bogus = 1").is_err());
+        let config: QueueConfig = toml::from_str("embedded.events_retention = \"30s\"").unwrap();
+        assert_eq!(
+            config.validate().unwrap_err().key,
+            "embedded.events_retention"
+        );
+        let config: QueueConfig = toml::from_str("embedded.events_retention = \"2d\"").unwrap();
+        assert_eq!(
+            config.embedded.events_retention,
+            Duration::from_secs(2 * 86_400)
+        );
+        assert!(config.validate().is_ok());
     }
 }

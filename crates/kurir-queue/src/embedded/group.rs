@@ -308,7 +308,10 @@ impl Coordinator {
             .store
             .commit(group, topic_id, p, position, from..to)
         {
-            Ok(()) => partition.retained_from.store(to, Ordering::SeqCst),
+            // `fetch_max`: the retention sweep may have moved it further meanwhile.
+            Ok(()) => {
+                partition.retained_from.fetch_max(to, Ordering::SeqCst);
+            }
             Err(error) => tracing::error!(%error, topic_id, partition = p, "committing position"),
         }
     }

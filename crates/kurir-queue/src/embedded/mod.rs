@@ -11,10 +11,12 @@
 //! - `topics`: in-memory partition state (offsets, the end readers wait on).
 //! - `writer`: the group-commit writer thread.
 //! - `group`: the in-process consumer-group coordinator and the per-partition reader tasks.
+//! - `retention`: the events topic's records deleted after `queue.embedded.events_retention`.
 
 mod codec;
 mod group;
 mod reader;
+mod retention;
 mod store;
 mod topics;
 mod writer;
@@ -50,6 +52,9 @@ struct Inner {
     writer: Mutex<Option<mpsc::Sender<WriteRequest>>>,
     writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     groups: group::Coordinator,
+    /// Dropping it stops the retention thread.
+    retention_stop: Mutex<Option<std::sync::mpsc::Sender<()>>>,
+    retention_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl EmbeddedQueue {
@@ -63,22 +68,45 @@ impl EmbeddedQueue {
         }
         let (writer, thread) = writer::spawn(store.clone(), config.embedded.max_batch);
         let groups = group::Coordinator::new(store.clone(), config);
-        let inner = Inner {
+        let (retention_stop, stopped) = std::sync::mpsc::channel();
+        let inner = Arc::new(Inner {
             store,
             topics: RwLock::new(topics),
             writer: Mutex::new(Some(writer)),
             writer_thread: Mutex::new(Some(thread)),
             groups,
-        };
-        Ok(Self {
-            inner: Arc::new(inner),
-        })
+            retention_stop: Mutex::new(Some(retention_stop)),
+            retention_thread: Mutex::new(None),
+        });
+        let retention = retention::spawn(
+            Arc::downgrade(&inner),
+            stopped,
+            config.topics().events(),
+            config.embedded.events_retention,
+        )
+        .map_err(|e| QueueError::Backend(format!("embedded queue: starting retention: {e}")))?;
+        *inner.retention_thread.lock().expect("retention lock") = Some(retention);
+        Ok(Self { inner })
     }
 
     /// Closes the queue: every subscription leaves its group (draining in-flight records
     /// within the drain timeout), the writer finishes what it was given, and the store is
     /// flushed. After this the directory can be opened again.
     pub async fn close(&self) {
+        self.inner
+            .retention_stop
+            .lock()
+            .expect("retention lock")
+            .take();
+        let retention = self
+            .inner
+            .retention_thread
+            .lock()
+            .expect("retention lock")
+            .take();
+        if let Some(thread) = retention {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
         self.inner.groups.close_all().await;
         self.inner.writer.lock().expect("writer lock").take();
         let thread = self.inner.writer_thread.lock().expect("thread lock").take();

@@ -241,6 +241,20 @@ impl Store {
         batch.commit().map_err(backend("committing an offset"))
     }
 
+    /// Deletes the records `range` of a partition (retention), without an fsync of its own.
+    pub(crate) fn delete(
+        &self,
+        topic_id: u32,
+        partition: u32,
+        range: std::ops::Range<u64>,
+    ) -> Result<(), QueueError> {
+        let mut batch = self.db.batch();
+        for o in range {
+            batch.remove(&self.records, record_key(topic_id, partition, o).as_slice());
+        }
+        batch.commit().map_err(backend("deleting expired records"))
+    }
+
     /// Flushes everything to disk (on close).
     pub(crate) fn persist(&self) -> Result<(), QueueError> {
         self.db

@@ -24,6 +24,9 @@ fn backend(context: &str) -> impl Fn(fjall::Error) -> QueueError + '_ {
     move |e| QueueError::Backend(format!("embedded queue: {context}: {e}"))
 }
 
+/// The most journal kept on disk (fjall's minimum is 64 MiB).
+const MAX_JOURNAL: u64 = 64 * 1024 * 1024;
+
 /// A topic as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct StoredTopic {
@@ -53,6 +56,11 @@ impl Store {
             QueueError::Backend(format!("embedded queue: creating {}: {e}", dir.display()))
         })?;
         let db = Database::builder(dir)
+            // A journal file goes only once every keyspace's memtable holding its data is
+            // flushed, and `offsets` and `topics` take few writes: with fjall's default
+            // (512 MiB) the journals grew to that before older ones went, and a restart
+            // replayed all of it. At this size the small memtables are flushed sooner.
+            .max_journaling_size(MAX_JOURNAL)
             .open()
             .map_err(backend("opening the database"))?;
         let plain = KeyspaceCreateOptions::default;

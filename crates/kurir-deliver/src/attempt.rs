@@ -11,6 +11,7 @@ use kurir_proto::Queued;
 
 use crate::client::{
     ClientError, ClientSettings, Connection, Phase, Target, Transaction, TransactionReplies,
+    message_size,
 };
 use crate::config::TlsPolicy;
 use crate::engine::Inner;
@@ -193,7 +194,7 @@ pub(crate) async fn attempt(inner: &Arc<Inner>, message: &Queued, envelope: &Env
                 inner
                     .metrics
                     .connection(if reused { "reused" } else { "opened" });
-                if let Some(verdict) = refuse_before_sending(&conn, envelope, body.len()) {
+                if let Some(verdict) = refuse_before_sending(&conn, envelope, message_size(body)) {
                     let report = Report::over(&conn, vec![verdict; n], started);
                     give_back(inner, &site, conn, slot, kind, false).await;
                     return report;

@@ -101,7 +101,7 @@ fn needs_final_crlf(body: &[u8]) -> bool {
 
 /// The size of the message as it is delivered (RFC 1870 `SIZE=`: without dot-stuffing or
 /// the end of data, with the final CRLF added when missing).
-pub(super) fn message_size(body: &[u8]) -> usize {
+pub fn message_size(body: &[u8]) -> usize {
     body.len() + if needs_final_crlf(body) { 2 } else { 0 }
 }
 

@@ -39,6 +39,7 @@ mod tls;
 mod transaction;
 mod wire;
 
+pub use commands::message_size;
 pub use conn::Connection;
 
 use std::net::{IpAddr, SocketAddr};

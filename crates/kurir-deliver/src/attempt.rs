@@ -164,7 +164,11 @@ pub(crate) async fn attempt(inner: &Arc<Inner>, message: &Queued, envelope: &Env
     site.throttle.until_ready().await;
 
     let body = &message.body;
-    let tx = Transaction { envelope, body };
+    let tx = Transaction {
+        envelope,
+        body,
+        chunking: policy.and_then(|p| p.chunking).unwrap_or(true),
+    };
     let mut errors: Vec<String> = Vec::new();
     for host in &route.hosts {
         for addr in &host.addrs {

@@ -247,6 +247,9 @@ pub struct DomainPolicy {
     pub messages_per_second: Option<f64>,
     /// The egress pool (`[[deliver.sources]] pool`) this domain is sent from.
     pub source_pool: Option<String>,
+    /// `false`: always DATA, even when the receiver offers CHUNKING (a kill switch for a
+    /// receiver whose BDAT misbehaves). Unset: BDAT when offered with PIPELINING.
+    pub chunking: Option<bool>,
 }
 
 /// `[[deliver.routes]]`: send matching domains to a smarthost.

@@ -108,6 +108,7 @@ async fn send(
     conn.send(&Transaction {
         envelope: env,
         body: &body,
+        chunking: true,
     })
     .await
 }
@@ -207,6 +208,26 @@ async fn pipelined_transaction_gives_each_recipient_its_reply() {
 #[tokio::test]
 async fn chunked_transaction_gives_each_recipient_its_reply() {
     per_recipient_replies(true, true).await;
+}
+
+#[tokio::test]
+async fn a_transaction_told_not_to_chunk_sends_data_to_a_chunking_server() {
+    let sink = sink_taking(By::Bdat).await;
+    let mut conn = connect(&sink, &settings(TlsPolicy::Opportunistic)).await;
+    assert!(conn.capabilities().chunking);
+    let body = Bytes::from_static(BODY);
+    let env = envelope(&["a@remote.test"]);
+    let tx = Transaction {
+        envelope: &env,
+        body: &body,
+        chunking: false,
+    };
+    let (_, data) = sent(conn.send(&tx).await.unwrap());
+    assert_eq!(data.unwrap().code, 250);
+    let txn = sink.wait_for_transactions(1, WAIT).await.unwrap().remove(0);
+    assert_eq!(txn.commands, ["MAIL", "RCPT", "DATA"]);
+    assert!(!txn.bdat);
+    conn.quit().await;
 }
 
 #[tokio::test]

@@ -282,7 +282,7 @@ impl Connection {
     pub async fn send(&mut self, tx: &Transaction<'_>) -> Result<TransactionReplies, ClientError> {
         self.check_usable(Phase::Mail)?;
         let caps = &self.capabilities;
-        let result = match (caps.pipelining, caps.chunking) {
+        let result = match (caps.pipelining, caps.chunking && tx.chunking) {
             (true, true) => self.send_chunked(tx).await,
             (true, false) => self.send_pipelined(tx).await,
             (false, _) => self.send_stepwise(tx).await,

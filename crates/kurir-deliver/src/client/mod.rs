@@ -102,6 +102,9 @@ pub struct Transaction<'a> {
     pub envelope: &'a Envelope,
     /// The RFC 5322 message with CRLF line ends, not dot-stuffed.
     pub body: &'a Bytes,
+    /// Whether the body may go by BDAT when the server offers CHUNKING (and PIPELINING);
+    /// `false`: DATA whatever the server offers.
+    pub chunking: bool,
 }
 
 /// The replies of one transaction.

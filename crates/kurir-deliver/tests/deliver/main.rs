@@ -6,6 +6,7 @@ mod harness;
 mod adaptive_backoff;
 mod bounce_dsn;
 mod bounce_order;
+mod chunking;
 mod connection_limit;
 mod delivered;
 mod egress_sources;

@@ -36,8 +36,8 @@ impl RedisState {
     }
 
     /// One pipeline (one round trip): the ledger entries in a `MULTI` block (the set and its
-    /// TTL together), the counters, then the history appends as the `TRACK` script sent
-    /// with `EVAL` (the server caches it; `EVALSHA` would fail after a `SCRIPT FLUSH`). Not
+    /// TTL together), the counters, then the history entries in one call of the `TRACK`
+    /// script, sent with `EVAL` (the server caches it; `EVALSHA` would fail after a `SCRIPT FLUSH`). Not
     /// one transaction: the keys are in different slots.
     pub(super) async fn settle_attempt(&self, settlement: &Settlement<'_>) -> Result<()> {
         let config = self.config();
@@ -76,16 +76,17 @@ impl RedisState {
                 commands += 1;
             }
         }
-        let tracking = keys.tracking(settlement.id);
-        for entry in settlement.history {
-            pipe.cmd("EVAL")
-                .arg(TRACK_SOURCE)
+        if !settlement.history.is_empty() {
+            let eval = pipe.cmd("EVAL");
+            eval.arg(TRACK_SOURCE)
                 .arg(1)
-                .arg(&tracking)
-                .arg(encode_track(entry)?)
+                .arg(keys.tracking(settlement.id))
                 .arg(config.tracking_max_entries)
-                .arg(ms(config.tracking_ttl))
-                .ignore();
+                .arg(ms(config.tracking_ttl));
+            for entry in settlement.history {
+                eval.arg(encode_track(entry)?);
+            }
+            eval.ignore();
             commands += 1;
         }
         if commands == 0 {
@@ -170,9 +171,9 @@ impl RedisState {
         let config = self.config();
         let mut inv = TRACK.prepare_invoke();
         inv.key(self.keys().tracking(id))
-            .arg(encode_track(entry)?)
             .arg(config.tracking_max_entries)
-            .arg(ms(config.tracking_ttl));
+            .arg(ms(config.tracking_ttl))
+            .arg(encode_track(entry)?);
         let mut conn = self.conn();
         self.run("track", inv.invoke_async::<i64>(&mut conn))
             .await

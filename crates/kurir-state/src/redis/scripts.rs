@@ -90,17 +90,18 @@ return {n, 0}
     )
 });
 
-/// Appends a history entry, keeping the first and the newest ARGV[2] - 1, and refreshes
-/// the TTL. KEYS: the list. ARGV: entry, max entries, ttl ms.
+/// Appends history entries, keeping the first and the newest ARGV[1] - 1, and refreshes
+/// the TTL. KEYS: the list. ARGV: max entries, ttl ms, then the entries (at least one), in
+/// order. Trimming once after all of them keeps the same entries as trimming after each.
 pub(super) const TRACK_SOURCE: &str = r"
-local max = tonumber(ARGV[2])
-local n = redis.call('RPUSH', KEYS[1], ARGV[1])
+local max = tonumber(ARGV[1])
+local n = redis.call('RPUSH', KEYS[1], unpack(ARGV, 3))
 if n > max then
   local first = redis.call('LPOP', KEYS[1])
   redis.call('LTRIM', KEYS[1], 1 - max, -1)
   redis.call('LPUSH', KEYS[1], first)
 end
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return n
 ";
 

@@ -127,6 +127,20 @@ impl Lifecycle {
         counts
     }
 
+    /// Resolves once no activity called `name` is in flight (at once when none is). Woken
+    /// by every activity's start and end, no polling.
+    pub async fn idle(&self, name: &str) {
+        let mut changes = self.in_flight_watch();
+        // The sender lives as long as `self`, so this cannot fail.
+        let _ = changes
+            .wait_for(|_| {
+                self.in_flight_by_name()
+                    .iter()
+                    .all(|(n, count)| *n != name || *count == 0)
+            })
+            .await;
+    }
+
     /// Every activity in flight, oldest first.
     pub fn snapshot(&self) -> Vec<ActivitySnapshot> {
         let now = Instant::now();

@@ -80,6 +80,27 @@ async fn no_new_activity_after_shutdown() {
 }
 
 #[tokio::test]
+async fn idle_waits_for_the_named_activities_only() {
+    let lifecycle = Lifecycle::new();
+    lifecycle.idle("grpc").await; // none: at once
+    let call = lifecycle.activity("grpc").unwrap();
+    let other = lifecycle.activity("smtp_session").unwrap();
+    let waiter = tokio::spawn({
+        let lifecycle = lifecycle.clone();
+        async move { lifecycle.idle("grpc").await }
+    });
+    tokio::task::yield_now().await;
+    assert!(!waiter.is_finished(), "a grpc activity is in flight");
+    drop(call);
+    tokio::time::timeout(Duration::from_secs(5), waiter)
+        .await
+        .expect("woken when the last grpc activity ends")
+        .unwrap();
+    assert_eq!(lifecycle.in_flight(), 1, "the other name is not waited for");
+    drop(other);
+}
+
+#[tokio::test]
 async fn shutdown_is_idempotent() {
     let lifecycle = Lifecycle::new();
     lifecycle.shutdown();

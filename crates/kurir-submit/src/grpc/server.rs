@@ -243,13 +243,5 @@ const FLUSH_GRACE: Duration = Duration::from_secs(1);
 /// Resolves once shutdown has begun and no `grpc` activity is left.
 async fn calls_done_after_shutdown(lifecycle: Lifecycle) {
     lifecycle.shutdown_signal().wait().await;
-    let mut pause = Duration::from_millis(10);
-    while lifecycle
-        .in_flight_by_name()
-        .iter()
-        .any(|(name, n)| *name == "grpc" && *n > 0)
-    {
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_millis(200));
-    }
+    lifecycle.idle("grpc").await;
 }

@@ -67,7 +67,7 @@ pub(super) fn start(
     let (stop, stop_rx) = watch::channel(false);
     let (records_tx, records_rx) = mpsc::channel(max_in_flight.max(1));
     let reader = Reader {
-        queue,
+        queue: QueueHandle(Some(queue)),
         ready: Arc::new(Notify::new()),
         tracker: tracker.clone(),
         pause: pause.clone(),
@@ -209,8 +209,41 @@ pub(super) fn apply_pause(
 }
 
 /// The task that hands out one partition's records.
+/// A partition queue whose drop, unless released by [`Reader::run`], happens on a thread
+/// of its own. The queue holds a handle to the consumer, and when it is the last one (a
+/// reader task cancelled after the poll thread let go, as at runtime shutdown), dropping
+/// it closes the consumer: librdkafka's close polls until the group is left, for as long
+/// as the broker is unreachable. That must not block a runtime worker (it hung a test
+/// runtime once, after the test's broker was gone).
+struct QueueHandle(Option<PartitionQueue<GroupContext>>);
+
+impl std::ops::Deref for QueueHandle {
+    type Target = PartitionQueue<GroupContext>;
+
+    fn deref(&self) -> &Self::Target {
+        self.0.as_ref().expect("present until dropped")
+    }
+}
+
+impl std::ops::DerefMut for QueueHandle {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        self.0.as_mut().expect("present until dropped")
+    }
+}
+
+impl Drop for QueueHandle {
+    fn drop(&mut self) {
+        if let Some(queue) = self.0.take() {
+            // If no thread can be started, the closure (and the queue) is dropped here.
+            let _ = std::thread::Builder::new()
+                .name("kurir-kafka-release".into())
+                .spawn(move || drop(queue));
+        }
+    }
+}
+
 struct Reader {
-    queue: PartitionQueue<GroupContext>,
+    queue: QueueHandle,
     /// Woken by librdkafka when the partition queue becomes non-empty.
     ready: Arc<Notify>,
     tracker: Arc<PartitionTracker>,
@@ -227,6 +260,10 @@ impl Reader {
         while let Some(()) = self.step().await {}
         // Whatever happens, a hold must not leave the partition paused.
         self.pause.set(PauseReason::NotBefore, false);
+        // A reader that stops normally releases its queue here and now: the consumer thread
+        // waits for that (`halt_readers`) before it closes the consumer itself. Only a
+        // cancelled task leaves the release to `QueueHandle`'s thread.
+        drop(self.queue.0.take());
         tracing::debug!(topic = %topic, partition, "partition reader stopped");
     }
 

@@ -105,7 +105,10 @@ impl Body {
 
     /// Reserves room for a body of `size` bytes (capped), so a message the client
     /// announced is stored without growing its buffer copy by copy.
-    fn expect(&mut self, size: u64) {
+    fn expect(&mut self, size: Option<u64>) {
+        let Some(size) = size else {
+            return;
+        };
         let room = size.min(self.max_size as u64).min(MAX_RESERVED) as usize;
         self.bytes.reserve(room.saturating_sub(self.bytes.len()));
     }
@@ -163,9 +166,7 @@ impl DataReader {
     /// 1 MiB); only an allocation hint, the limit stays `max_size`.
     #[must_use]
     pub fn expecting(mut self, size: Option<u64>) -> Self {
-        if let Some(size) = size {
-            self.body.expect(size);
-        }
+        self.body.expect(size);
         self
     }
 
@@ -295,9 +296,7 @@ impl BdatReader {
     /// As [`DataReader::expecting`].
     #[must_use]
     pub fn expecting(mut self, size: Option<u64>) -> Self {
-        if let Some(size) = size {
-            self.body.expect(size);
-        }
+        self.body.expect(size);
         self
     }
 

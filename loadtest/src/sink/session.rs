@@ -314,13 +314,13 @@ impl Session<'_> {
             self.reply(&format!("250 2.0.0 {size} octets received\r\n"));
             return Ok(Next::Continue);
         }
-        let chunks = std::mem::take(&mut self.chunks);
-        let size = if std::mem::take(&mut self.chunks_dropped) {
+        let size = if self.chunks_dropped {
             usize::MAX
         } else {
-            chunks.len()
+            self.chunks.len()
         };
-        self.end_of_message(stamp_in(&chunks), size).await
+        // `end_of_message` resets the transaction, which empties the buffer and keeps it.
+        self.end_of_message(stamp_in(&self.chunks), size).await
     }
 
     /// Answers a whole message (DATA or the LAST BDAT chunk) of `size` bytes.

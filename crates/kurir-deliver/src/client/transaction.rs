@@ -99,13 +99,8 @@ impl Connection {
         if !mail.is_positive() {
             return Ok(TransactionReplies::MailRefused(mail));
         }
-        if !rcpts.iter().any(RemoteReply::is_positive) {
-            return Ok(TransactionReplies::Sent { rcpts, data: None });
-        }
-        Ok(TransactionReplies::Sent {
-            rcpts,
-            data: Some(end),
-        })
+        let data = rcpts.iter().any(RemoteReply::is_positive).then_some(end);
+        Ok(TransactionReplies::Sent { rcpts, data })
     }
 
     /// One command per round trip; DATA only when a recipient was accepted.

@@ -11,9 +11,9 @@
 //! that joins later, or whose position is behind, starts at the first record kept (as a
 //! Kafka consumer whose offset fell out of retention does).
 
+use std::sync::Weak;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
@@ -55,7 +55,7 @@ pub(super) fn spawn(
         })
 }
 
-fn run_once(store: &Store, topic: &Arc<TopicState>, retention: Duration) {
+fn run_once(store: &Store, topic: &TopicState, retention: Duration) {
     match sweep(store, topic, retention, SystemTime::now()) {
         Ok(0) => {}
         Ok(deleted) => {

@@ -243,9 +243,7 @@ impl Store {
             offset_key(group, topic_id, partition),
             offset.to_be_bytes(),
         );
-        for o in delete {
-            batch.remove(&self.records, record_key(topic_id, partition, o).as_slice());
-        }
+        self.remove_records(&mut batch, topic_id, partition, delete);
         batch.commit().map_err(backend("committing an offset"))
     }
 
@@ -257,10 +255,20 @@ impl Store {
         range: std::ops::Range<u64>,
     ) -> Result<(), QueueError> {
         let mut batch = self.db.batch();
+        self.remove_records(&mut batch, topic_id, partition, range);
+        batch.commit().map_err(backend("deleting expired records"))
+    }
+
+    fn remove_records(
+        &self,
+        batch: &mut fjall::OwnedWriteBatch,
+        topic_id: u32,
+        partition: u32,
+        range: std::ops::Range<u64>,
+    ) {
         for o in range {
             batch.remove(&self.records, record_key(topic_id, partition, o).as_slice());
         }
-        batch.commit().map_err(backend("deleting expired records"))
     }
 
     /// Flushes everything to disk (on close).

@@ -43,6 +43,17 @@ struct Tail {
     bytes: usize,
 }
 
+impl Tail {
+    /// Lets go of the oldest record; `false` when there is none.
+    fn pop_oldest(&mut self) -> bool {
+        let Some((_, old)) = self.records.pop_front() else {
+            return false;
+        };
+        self.bytes -= old.len();
+        true
+    }
+}
+
 impl PartitionState {
     fn new(partition: u32, next: u64, retained_from: u64) -> Self {
         let (end, _) = watch::channel(next);
@@ -61,12 +72,7 @@ impl PartitionState {
         let mut tail = self.tail.lock().unwrap_or_else(|e| e.into_inner());
         tail.bytes += value.len();
         tail.records.push_back((offset, value));
-        while tail.records.len() > TAIL_RECORDS || tail.bytes > TAIL_BYTES {
-            let Some((_, old)) = tail.records.pop_front() else {
-                break;
-            };
-            tail.bytes -= old.len();
-        }
+        while (tail.records.len() > TAIL_RECORDS || tail.bytes > TAIL_BYTES) && tail.pop_oldest() {}
     }
 
     /// Up to `limit` stored records from `from` (inclusive) to `until` (exclusive), when the
@@ -76,11 +82,7 @@ impl PartitionState {
     /// group still behind them reads the store).
     pub(crate) fn recent(&self, from: u64, until: u64, limit: usize) -> Option<Vec<(u64, Bytes)>> {
         let mut tail = self.tail.lock().unwrap_or_else(|e| e.into_inner());
-        while tail.records.front().is_some_and(|(first, _)| *first < from) {
-            if let Some((_, old)) = tail.records.pop_front() {
-                tail.bytes -= old.len();
-            }
-        }
+        while tail.records.front().is_some_and(|(first, _)| *first < from) && tail.pop_oldest() {}
         if tail.records.front().is_none_or(|(first, _)| *first > from) {
             return None;
         }

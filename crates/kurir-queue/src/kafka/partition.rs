@@ -208,7 +208,6 @@ pub(super) fn apply_pause(
     }
 }
 
-/// The task that hands out one partition's records.
 /// A partition queue whose drop, unless released by [`Reader::run`], happens on a thread
 /// of its own. The queue holds a handle to the consumer, and when it is the last one (a
 /// reader task cancelled after the poll thread let go, as at runtime shutdown), dropping
@@ -242,6 +241,7 @@ impl Drop for QueueHandle {
     }
 }
 
+/// The task that hands out one partition's records.
 struct Reader {
     queue: QueueHandle,
     /// Woken by librdkafka when the partition queue becomes non-empty.

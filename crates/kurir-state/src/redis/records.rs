@@ -37,8 +37,8 @@ impl RedisState {
 
     /// One pipeline (one round trip): the ledger entries in a `MULTI` block (the set and its
     /// TTL together), the counters, then the history entries in one call of the `TRACK`
-    /// script, sent with `EVAL` (the server caches it; `EVALSHA` would fail after a `SCRIPT FLUSH`). Not
-    /// one transaction: the keys are in different slots.
+    /// script, sent with `EVAL` (the server caches it; `EVALSHA` would fail after a
+    /// `SCRIPT FLUSH`). Not one transaction: the keys are in different slots.
     pub(super) async fn settle_attempt(&self, settlement: &Settlement<'_>) -> Result<()> {
         let config = self.config();
         let keys = self.keys();

@@ -660,6 +660,41 @@ async fn a_421_at_mail_is_rejected_and_poisons_the_connection() {
     assert!(!conn.is_usable());
 }
 
+/// A receiver that answers MAIL with 421 and closes without reading the rest: with BDAT the
+/// body is still being written when the connection goes, and the write fails. The 421 that
+/// came before the close is the error (its text is kept, and a rate limit in it is seen),
+/// not the failed write.
+#[tokio::test]
+async fn a_421_that_cuts_a_chunk_short_is_the_error() {
+    let sink = sink_taking(By::Bdat).await;
+    sink.on(
+        Match::Any,
+        Stage::Mail,
+        Action::reply(421, "4.7.0 too many messages, slow down"),
+    );
+    let mut conn = connect(&sink, &settings(TlsPolicy::Opportunistic)).await;
+    let err = send(
+        &mut conn,
+        &envelope(&["a@remote.test"]),
+        &big_body(16 * 1024 * 1024),
+    )
+    .await
+    .unwrap_err();
+    match &err {
+        ClientError::Rejected { phase, reply } => {
+            assert_eq!(*phase, Phase::Mail);
+            assert_eq!(
+                *reply,
+                RemoteReply::new(421, Some("4.7.0"), "too many messages, slow down")
+            );
+        }
+        other => panic!("expected Rejected, got {other}"),
+    }
+    assert!(err.reply().unwrap().is_rate_limit());
+    assert!(!conn.is_usable());
+    assert!(sink.transactions().iter().all(|t| !t.accepted()));
+}
+
 #[tokio::test]
 async fn one_connection_carries_three_transactions() {
     let sink = SmtpSink::start().await.unwrap();

@@ -19,6 +19,9 @@ use super::{
 use crate::config::{TimeoutsConfig, TlsPolicy};
 use crate::reply::RemoteReply;
 
+/// How long a failed write looks for a reply the server sent before it hung up.
+const PARTING_REPLY: Duration = Duration::from_secs(1);
+
 /// One SMTP session to one remote host.
 #[derive(Debug)]
 pub struct Connection {
@@ -239,6 +242,29 @@ impl Connection {
             return Err(ClientError::Rejected { phase, reply });
         }
         Ok(reply)
+    }
+
+    /// Writes `pieces` within `limit` (see [`Wire::send_pieces`]). When the write fails
+    /// because the server hung up, a refusal it sent before hanging up (typically a 421
+    /// in answer to a pipelined MAIL, the rest of the batch unread) is the error, so its
+    /// text is kept and a rate limit in it is seen: it is already in the receive buffer,
+    /// and [`PARTING_REPLY`] bounds the look.
+    pub(super) async fn write(
+        &mut self,
+        pieces: &[&[u8]],
+        phase: Phase,
+        limit: Duration,
+    ) -> Result<(), ClientError> {
+        let Err(error) = self.wire.send_pieces(pieces, phase, limit).await else {
+            return Ok(());
+        };
+        if !matches!(error, ClientError::Io { .. }) {
+            return Err(error);
+        }
+        match self.wire.reply(phase, PARTING_REPLY).await {
+            Ok(reply) if !reply.is_positive() => Err(ClientError::Rejected { phase, reply }),
+            _ => Err(error),
+        }
     }
 
     pub fn capabilities(&self) -> &Capabilities {

@@ -34,9 +34,7 @@ impl Connection {
         let mut batch = self.envelope_commands(tx);
         batch.push_str("DATA\r\n");
         let t = self.timeouts;
-        self.wire
-            .send(batch.as_bytes(), Phase::Mail, t.mail)
-            .await?;
+        self.write(&[batch.as_bytes()], Phase::Mail, t.mail).await?;
         self.transactions += 1;
 
         let mail = self.reply(Phase::Mail, t.mail).await?;
@@ -81,9 +79,7 @@ impl Connection {
         // the receiver cannot have taken the message, and on a reused connection it is the
         // sign of one the receiver closed while idle (the attempt retries on a new one).
         // The body's time limit applies.
-        self.wire
-            .send_pieces(&pieces, Phase::Mail, t.data_write)
-            .await?;
+        self.write(&pieces, Phase::Mail, t.data_write).await?;
         self.transactions += 1;
 
         // A pipelining server may hold even MAIL's reply until it has read and checked the
@@ -111,7 +107,7 @@ impl Connection {
         let envelope = tx.envelope;
         let t = self.timeouts;
         let line = mail_from(envelope, message_size(tx.body), self.capabilities());
-        self.wire.send(line.as_bytes(), Phase::Mail, t.mail).await?;
+        self.write(&[line.as_bytes()], Phase::Mail, t.mail).await?;
         self.transactions += 1;
         let mail = self.reply(Phase::Mail, t.mail).await?;
         if !mail.is_positive() {
@@ -120,13 +116,13 @@ impl Connection {
         let mut rcpts = Vec::with_capacity(envelope.recipients.len());
         for rcpt in &envelope.recipients {
             let line = rcpt_to(rcpt, self.capabilities());
-            self.wire.send(line.as_bytes(), Phase::Rcpt, t.rcpt).await?;
+            self.write(&[line.as_bytes()], Phase::Rcpt, t.rcpt).await?;
             rcpts.push(self.reply(Phase::Rcpt, t.rcpt).await?);
         }
         if !rcpts.iter().any(RemoteReply::is_positive) {
             return Ok(TransactionReplies::Sent { rcpts, data: None });
         }
-        self.wire.send(b"DATA\r\n", Phase::Data, t.data).await?;
+        self.write(&[b"DATA\r\n"], Phase::Data, t.data).await?;
         let data = self.reply(Phase::Data, t.data).await?;
         let data = self.data_and_body(data, tx).await?;
         Ok(TransactionReplies::Sent {
@@ -154,9 +150,7 @@ impl Connection {
         }
         let t = self.timeouts;
         let pieces = dot_stuffed(tx.body);
-        self.wire
-            .send_pieces(&pieces, Phase::DataWrite, t.data_write)
-            .await?;
+        self.write(&pieces, Phase::DataWrite, t.data_write).await?;
         self.reply(Phase::DataEnd, t.data_end).await
     }
 
@@ -164,8 +158,7 @@ impl Connection {
     /// DATA, and its reply is ignored (a 421 still ends the session).
     async fn abort_data(&mut self) -> Result<(), ClientError> {
         let t = self.timeouts;
-        self.wire
-            .send(b".\r\n", Phase::DataWrite, t.data_write)
+        self.write(&[b".\r\n"], Phase::DataWrite, t.data_write)
             .await?;
         self.reply(Phase::DataEnd, t.data_end).await?;
         Ok(())

@@ -38,6 +38,7 @@ use kurir_submit::publish::{PublishConfig, Publisher};
 use kurir_testkit::{KafkaBroker, RedisServer, TestCa, wait_for};
 use tempfile::TempDir;
 use tokio::net::TcpListener;
+use tokio::runtime::RuntimeFlavor;
 use tokio::task::JoinHandle;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
@@ -146,6 +147,8 @@ pub(crate) struct Harness<Q: Queue + Clone = EmbeddedQueue, S: State + Clone = E
     events: Arc<Mutex<Vec<(String, v1::Event)>>>,
     server: Option<JoinHandle<Result<(), GrpcError>>>,
     collectors: Vec<JoinHandle<()>>,
+    /// Tells the collectors to leave their consumer groups.
+    stop: tokio::sync::watch::Sender<bool>,
     _broker: Option<KafkaBroker>,
     _redis: Option<RedisServer>,
     _dir: TempDir,
@@ -299,6 +302,7 @@ impl<Q: Queue + Clone, S: State + Clone> Harness<Q, S> {
             events: Arc::default(),
             server: Some(task),
             collectors: Vec::new(),
+            stop: tokio::sync::watch::Sender::new(false),
             _broker: broker,
             _redis: redis,
             _dir: dir,
@@ -314,6 +318,7 @@ impl<Q: Queue + Clone, S: State + Clone> Harness<Q, S> {
             self.queue.clone(),
             "test-mail",
             mail_topic,
+            self.stop.subscribe(),
             {
                 move |_key, bytes| {
                     mail.lock()
@@ -327,6 +332,7 @@ impl<Q: Queue + Clone, S: State + Clone> Harness<Q, S> {
             self.queue.clone(),
             "test-events",
             events_topic,
+            self.stop.subscribe(),
             move |key, bytes| {
                 let event = v1::Event::decode_bytes(bytes).expect("an event");
                 events.lock().unwrap().push((key, event));
@@ -439,13 +445,30 @@ impl<Q: Queue + Clone, S: State + Clone> Harness<Q, S> {
 }
 
 impl<Q: Queue + Clone, S: State + Clone> Drop for Harness<Q, S> {
+    /// On a broker, the collectors' consumers leave their groups before it is stopped: a
+    /// librdkafka consumer closed after its broker is gone waits for it without end (one CI
+    /// run hung in this teardown). Waiting needs a multi-threaded runtime, which the
+    /// cluster tests use; elsewhere the collectors are aborted.
     fn drop(&mut self) {
         self.lifecycle.shutdown();
         if let Some(task) = self.server.take() {
             task.abort();
         }
-        for task in &self.collectors {
-            task.abort();
+        let _ = self.stop.send(true);
+        let collectors = std::mem::take(&mut self.collectors);
+        let runtime = tokio::runtime::Handle::current();
+        if self._broker.is_some() && runtime.runtime_flavor() == RuntimeFlavor::MultiThread {
+            tokio::task::block_in_place(|| {
+                runtime.block_on(async {
+                    for task in collectors {
+                        let _ = tokio::time::timeout(Duration::from_secs(30), task).await;
+                    }
+                });
+            });
+        } else {
+            for task in collectors {
+                task.abort();
+            }
         }
     }
 }
@@ -455,12 +478,18 @@ async fn collect<Q: Queue>(
     queue: Q,
     group: &str,
     topic: String,
+    mut stop: tokio::sync::watch::Receiver<bool>,
     mut push: impl FnMut(String, Bytes) + Send,
 ) {
     let mut sub = queue.subscribe(group, &[topic]).await.unwrap();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     loop {
         tokio::select! {
+            // Leave the group while the broker still runs (see `Harness`'s `Drop`).
+            _ = stop.changed() => {
+                sub.close().await;
+                return;
+            }
             event = sub.next_event() => match event {
                 Some(PartitionEvent::Assigned(mut stream)) => {
                     let tx = tx.clone();

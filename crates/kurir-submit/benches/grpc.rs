@@ -44,7 +44,9 @@ use kurir_queue::{Queue, QueueConfig};
 use kurir_state::StateConfig;
 use kurir_state::embedded::EmbeddedState;
 use kurir_submit::grpc::server::GrpcError;
-use kurir_submit::grpc::{AdminHooks, ApiKeyConfig, ApiService, GrpcConfig, GrpcServer};
+use kurir_submit::grpc::{
+    AdminHooks, ApiKeyConfig, ApiService, GrpcConfig, GrpcServer, api_key_sha256,
+};
 use kurir_submit::publish::{PublishConfig, Publisher};
 use tokio::runtime::Runtime;
 use tokio::task::JoinHandle;
@@ -57,14 +59,6 @@ const TENANT: &str = "default";
 /// Size of the raw message (header and body) before normalisation.
 const MESSAGE_BYTES: usize = 2048;
 const WARMUP: u64 = 500;
-
-fn sha256_hex(key: &str) -> String {
-    ring::digest::digest(&ring::digest::SHA256, key.as_bytes())
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
 
 /// A 2 KB message as an application would send it: no Message-ID or Date (kurir adds
 /// them), one recipient over 100 domains (so records spread over the partitions).
@@ -148,7 +142,7 @@ fn start(rt: &Runtime, window: usize) -> Server {
             listen: "127.0.0.1:0".parse().expect("address"),
             api_keys: vec![ApiKeyConfig {
                 name: "bench".into(),
-                sha256: sha256_hex(KEY),
+                sha256: api_key_sha256(KEY),
                 tenant: TENANT.into(),
                 services: vec![ApiService::Submission],
                 rate_per_second: 0.0,

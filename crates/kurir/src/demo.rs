@@ -33,11 +33,11 @@ use anyhow::Context as _;
 use indicatif::{MultiProgress, ProgressBar};
 use kurir_loadtest::cli::progress_bar;
 use kurir_loadtest::message::{FixedRecipient, RecipientClass, RecipientPlan, SizeMix, new_run_id};
-use kurir_loadtest::send::grpc::Bearer;
 use kurir_loadtest::send::{self, GrpcMode, GrpcTarget, SendConfig, SmtpTarget, Transport};
 use kurir_loadtest::sink::{Faults, Sink, SinkConfig};
 use kurir_proto::v1;
 use kurir_proto::v1::suppression_service_client::SuppressionServiceClient;
+use kurir_submit::grpc::{Bearer, api_key_sha256};
 use tokio::time::Instant;
 
 use node::Node;
@@ -71,7 +71,7 @@ pub async fn run(options: &DemoOptions) -> anyhow::Result<Summary> {
         .context("making a temp dir for the node's data")?;
     let sink = start_sink().await?;
     let key = random_key()?;
-    let config = node::config(dir.path(), sink.addr(), sha256_hex(&key));
+    let config = node::config(dir.path(), sink.addr(), api_key_sha256(&key));
     let node = Node::start(config).await?;
     let outcomes = node.outcomes(SENDER).await?;
     suppress(node.grpc, &key).await?;
@@ -126,22 +126,13 @@ fn random_key() -> anyhow::Result<String> {
     Ok(format!("kurir-demo-{hex}"))
 }
 
-/// `printf %s "$KEY" | sha256sum`: how `[[grpc.api_keys]]` names a key.
-fn sha256_hex(key: &str) -> String {
-    ring::digest::digest(&ring::digest::SHA256, key.as_bytes())
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
 /// Puts [`SUPPRESSED`] on the key's tenant's suppression list.
 async fn suppress(grpc: SocketAddr, key: &str) -> anyhow::Result<()> {
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{grpc}"))?
         .connect()
         .await
         .context("connecting to the node's gRPC API")?;
-    let mut client = SuppressionServiceClient::with_interceptor(channel, Bearer::new(Some(key))?);
+    let mut client = SuppressionServiceClient::with_interceptor(channel, Bearer::new(key)?);
     let entry = v1::Suppression {
         address: SUPPRESSED.into(),
         reason: v1::SuppressionReason::Manual as i32,

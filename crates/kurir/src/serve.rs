@@ -22,6 +22,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
+use crate::roles::Running;
 
 /// The prefix of the stdout line that tells tests and scripts where the telemetry
 /// endpoint listens (useful with port 0): `http listening on 127.0.0.1:9090`.
@@ -73,32 +74,29 @@ impl fmt::Display for RoleSet {
 /// Runs a node with a validated `config` until SIGTERM/SIGINT and the drain; returns the
 /// process exit code.
 pub async fn run(config: Config, roles: RoleSet) -> anyhow::Result<ExitCode> {
-    match kurir_telemetry::init_tracing(&config.log) {
-        // An embedding process (a test) may have installed its own subscriber.
-        Ok(()) | Err(TelemetryError::AlreadyInitialised) => {}
-        Err(error) => return Err(error.into()),
-    }
+    init_tracing(&config)?;
     // Before anything reports ready: until then SIGTERM would kill without a drain.
     let mut signals = OsSignals::install().context("installing SIGTERM/SIGINT handlers")?;
-    let lifecycle = Lifecycle::new();
-    let build = BuildInfo {
-        version: env!("CARGO_PKG_VERSION").to_owned(),
-        roles: roles.to_string(),
-    };
-    let metrics = Arc::new(Metrics::new(build, &lifecycle));
-    let endpoint = HttpEndpoint::start(&config.http, metrics.clone(), &lifecycle).await?;
-    announce(endpoint.addr);
-    let running = crate::roles::start(&config, roles, &lifecycle, &metrics).await?;
-    lifecycle.set_ready(true);
+    let node = Started::start(&config, roles, roles.to_string(), false).await?;
     tracing::info!(node = %config.node.id, %roles, "ready");
 
     let signal = signals.recv().await;
     tracing::info!(%signal, "shutting down");
-    let code = shut_down(&lifecycle, &mut signals, config.lifecycle.grace_period).await;
-    running.stop().await;
-    endpoint.stop().await;
+    let grace = config.lifecycle.grace_period;
+    let code = node
+        .stop(async |lifecycle| drain(lifecycle, &mut signals, grace).await)
+        .await;
     tracing::info!("exiting");
     Ok(code)
+}
+
+/// Installs the `[log]` subscriber; an embedding process (a test) may have installed its
+/// own.
+pub(crate) fn init_tracing(config: &Config) -> anyhow::Result<()> {
+    match kurir_telemetry::init_tracing(&config.log) {
+        Ok(()) | Err(TelemetryError::AlreadyInitialised) => Ok(()),
+        Err(error) => Err(error.into()),
+    }
 }
 
 fn announce(addr: SocketAddr) {
@@ -106,10 +104,8 @@ fn announce(addr: SocketAddr) {
     tracing::info!(%addr, "http listening");
 }
 
-/// Readiness false, shutdown to every task, then the drain; a second signal cuts it short.
-async fn shut_down(lifecycle: &Lifecycle, signals: &mut OsSignals, grace: Duration) -> ExitCode {
-    lifecycle.set_ready(false);
-    lifecycle.shutdown();
+/// The drain, cut short by a second signal; the exit code says whether it completed.
+async fn drain(lifecycle: &Lifecycle, signals: &mut OsSignals, grace: Duration) -> ExitCode {
     tokio::select! {
         report = lifecycle.drain(grace) => {
             if report.is_complete() {
@@ -127,6 +123,58 @@ async fn shut_down(lifecycle: &Lifecycle, signals: &mut OsSignals, grace: Durati
             tracing::warn!(%signal, "second signal; exiting without waiting for the drain");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// A node that reports ready: its roles and the telemetry endpoint. `kurir serve` and
+/// `kurir demo` start and stop a node with it, so both keep the order of DESIGN.md §8.
+pub(crate) struct Started {
+    pub(crate) lifecycle: Lifecycle,
+    pub(crate) running: Running,
+    pub(crate) endpoint: HttpEndpoint,
+}
+
+impl Started {
+    /// Starts the telemetry endpoint, then `roles`, then reports ready. `build_roles` is
+    /// the `roles` label of `kurir_build_info`. Unless `quiet`, the listening addresses
+    /// go to stdout (the http one before the roles start).
+    pub(crate) async fn start(
+        config: &Config,
+        roles: RoleSet,
+        build_roles: String,
+        quiet: bool,
+    ) -> anyhow::Result<Self> {
+        let lifecycle = Lifecycle::new();
+        let build = BuildInfo {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            roles: build_roles,
+        };
+        let metrics = Arc::new(Metrics::new(build, &lifecycle));
+        let endpoint = HttpEndpoint::start(&config.http, metrics.clone(), &lifecycle).await?;
+        let running = if quiet {
+            crate::roles::start_quietly(config, roles, &lifecycle, &metrics).await?
+        } else {
+            announce(endpoint.addr);
+            crate::roles::start(config, roles, &lifecycle, &metrics).await?
+        };
+        lifecycle.set_ready(true);
+        Ok(Self {
+            lifecycle,
+            running,
+            endpoint,
+        })
+    }
+
+    /// Readiness false → shutdown signal to every task → `drain` (given the lifecycle to
+    /// drain; its result is returned) → stop the roles (closing the stores) → stop the
+    /// telemetry endpoint, which outlives the drain so `/readyz` and `/metrics` show it.
+    pub(crate) async fn stop<T>(self, drain: impl AsyncFnOnce(&Lifecycle) -> T) -> T {
+        self.lifecycle.set_ready(false);
+        self.lifecycle.shutdown();
+        let drained = drain(&self.lifecycle).await;
+        self.running.stop().await;
+        self.endpoint.stop().await;
+        drained
     }
 }
 

@@ -28,7 +28,7 @@ use tonic::{Request, Response, Status};
 use super::AdminHooks;
 use super::auth::{Authenticator, Caller};
 use super::config::ApiService;
-use super::suppression::state_status;
+use super::state_status;
 
 /// The longest pause or bounce reason, in bytes.
 pub const MAX_REASON: usize = 512;

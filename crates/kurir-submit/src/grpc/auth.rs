@@ -85,6 +85,17 @@ impl Digest {
     }
 }
 
+/// The lowercase hex SHA-256 of an API key: what `[[grpc.api_keys]] sha256` holds for it
+/// (`printf %s "$KEY" | sha256sum`). It is the digest [`Authenticator::authorize`] looks
+/// up for a presented key, so a config made with it authenticates that key.
+pub fn api_key_sha256(key: &str) -> String {
+    Digest::of(key.as_bytes())
+        .0
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// One configured key.
 struct Key {
     caller: Caller,
@@ -219,19 +230,11 @@ mod tests {
 
     use super::super::config::ApiKeyConfig;
 
-    fn sha256_hex(key: &str) -> String {
-        Digest::of(key.as_bytes())
-            .0
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
-    }
-
     fn config(rate: f64) -> GrpcConfig {
         GrpcConfig {
             api_keys: vec![ApiKeyConfig {
                 name: "app".into(),
-                sha256: sha256_hex("secret-key"),
+                sha256: api_key_sha256("secret-key"),
                 tenant: "acme".into(),
                 services: vec![ApiService::Submission, ApiService::Suppression],
                 rate_per_second: rate,
@@ -251,10 +254,19 @@ mod tests {
         let a = Digest::of(b"a");
         assert!(a == Digest::of(b"a"));
         assert!(a != Digest::of(b"b"));
-        let hex = sha256_hex("a");
+        let hex = api_key_sha256("a");
         assert!(Digest::from_hex(&hex).unwrap() == a);
         assert!(Digest::from_hex(&hex.to_uppercase()).unwrap() == a);
         assert!(Digest::from_hex("zz").is_none());
+    }
+
+    #[test]
+    fn key_digests_are_what_sha256sum_prints() {
+        // `printf %s abc | sha256sum`
+        assert_eq!(
+            api_key_sha256("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
     }
 
     #[test]

@@ -20,7 +20,8 @@
 //!   `kurir_state::bulk`, `kurir_queue::Queue` and [`AdminHooks`].
 //!
 //! # Layout
-//! - [`config`]: `[grpc]`; [`auth`]: API keys, permissions, rate limits.
+//! - [`config`]: `[grpc]`; [`auth`]: API keys, permissions, rate limits; [`client`]: the
+//!   client side of a key ([`Bearer`]).
 //! - [`server`]: the tonic server: TLS, health, reflection, shutdown; `activity.rs`: the
 //!   layer that makes every kurir call a lifecycle activity.
 //! - [`submission`]: `SubmissionService` (unary, flow-controlled streams, idempotency);
@@ -32,6 +33,7 @@ mod activity;
 pub mod admin;
 pub mod auth;
 mod build;
+pub mod client;
 pub mod config;
 mod request;
 pub mod server;
@@ -40,6 +42,8 @@ pub mod suppression;
 
 use std::sync::Arc;
 
+pub use auth::api_key_sha256;
+pub use client::{Bearer, InvalidApiKey};
 pub use config::{ApiKeyConfig, ApiService, GrpcConfig, GrpcTlsConfig};
 pub use server::GrpcServer;
 
@@ -53,6 +57,23 @@ fn grpc_code(code: kurir_core::ErrorCode) -> tonic::Code {
 /// The status of a client-facing error: its gRPC code and its text.
 fn code_status(code: kurir_core::ErrorCode) -> tonic::Status {
     tonic::Status::new(grpc_code(code), code.to_string())
+}
+
+/// The status for a store failure: the code from the shared [`kurir_core::ErrorCode`]
+/// table; bad input keeps its message (it names the field), a failing store is logged
+/// and answered with the generic text.
+fn state_status(error: kurir_state::StateError) -> tonic::Status {
+    use kurir_state::StateError;
+    let code = error.code();
+    match error {
+        StateError::Unavailable(_) | StateError::Corrupt(_) => {
+            tracing::warn!(%error, "state store call failed");
+            code_status(code)
+        }
+        StateError::Invalid { .. } | StateError::UnknownTenant(_) => {
+            tonic::Status::new(grpc_code(code), error.to_string())
+        }
+    }
 }
 
 /// What the admin service needs from outside this crate: the delivery role's site state
@@ -77,5 +98,30 @@ impl std::fmt::Debug for AdminHooks {
             .field("group", &self.group)
             .field("delivery_topics", &self.delivery_topics)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use kurir_state::StateError;
+
+    use super::*;
+
+    #[test]
+    fn store_failures_keep_their_code() {
+        let s = state_status(StateError::Unavailable("redis down".into()));
+        assert_eq!(s.code(), tonic::Code::Unavailable);
+        assert!(
+            !s.message().contains("redis down"),
+            "detail is logged, not sent"
+        );
+        let s = state_status(StateError::Corrupt("bad record".into()));
+        assert_eq!(s.code(), tonic::Code::Unavailable);
+        assert!(!s.message().contains("bad record"));
+        let s = state_status(StateError::invalid("cursor", "bad"));
+        assert_eq!(s.code(), tonic::Code::InvalidArgument);
+        assert!(s.message().contains("cursor"));
+        let s = state_status(StateError::UnknownTenant("x".into()));
+        assert_eq!(s.code(), tonic::Code::PermissionDenied);
     }
 }

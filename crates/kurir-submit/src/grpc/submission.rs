@@ -56,6 +56,7 @@ use super::activity::RpcActivity;
 use super::auth::{Authenticator, Caller};
 use super::config::{ApiService, GrpcConfig};
 use super::request::{self, Message};
+use super::{code_status, state_status};
 use crate::publish::{Publisher, Submission};
 
 /// Messages at least this large (encoded request) are prepared off the async workers.
@@ -296,7 +297,7 @@ impl<Q: Queue, S: State> Inner<Q, S> {
                 .state
                 .claim_idempotency_key(tenant, key)
                 .await
-                .map_err(|e| state_status(&e))?;
+                .map_err(state_status)?;
             match claim {
                 Claim::New => break,
                 Claim::Done(stored) => {
@@ -356,7 +357,7 @@ impl<Q: Queue, S: State> Inner<Q, S> {
             .state
             .check_suppressed(tenant, &distinct)
             .await
-            .map_err(|e| state_status(&e))?;
+            .map_err(state_status)?;
         let mut suppressed = Vec::new();
         let mut envelope = Envelope::new(message.sender);
         for (address, entry) in distinct.into_iter().zip(found) {
@@ -422,13 +423,6 @@ fn recipient_results(recipients: &[Address], suppressed: &[Address]) -> Vec<v1::
             }
         })
         .collect()
-}
-
-use super::code_status;
-
-fn state_status(error: &kurir_state::StateError) -> Status {
-    tracing::warn!(%error, "state store failed");
-    code_status(error.code())
 }
 
 /// A failed request's response on a stream.

@@ -25,13 +25,14 @@ use kurir_proto::v1::{
     ListSuppressionsRequest, ListSuppressionsResponse, RemoveSuppressionsRequest,
     RemoveSuppressionsResponse, SuppressionCheck, SuppressionReason, SuppressionScope,
 };
-use kurir_state::{Page, Reason, Scope, State, StateError, Suppression};
+use kurir_state::{Page, Reason, Scope, State, Suppression};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::auth::{Authenticator, Caller};
 use super::config::ApiService;
+use super::state_status;
 
 /// Entries (Add) or addresses (Remove, Check) per call.
 pub const MAX_PER_CALL: usize = 1_000;
@@ -262,22 +263,6 @@ async fn export_rest<S: State>(
 
 // --- conversions and checks ------------------------------------------------------------
 
-/// The status for a store failure: the code from the shared [`kurir_core::ErrorCode`]
-/// table; bad input keeps its message (it names the field), a failing store is logged
-/// and answered with the generic text.
-pub(crate) fn state_status(error: StateError) -> Status {
-    let code = error.code();
-    match error {
-        StateError::Unavailable(_) | StateError::Corrupt(_) => {
-            tracing::warn!(%error, "state store call failed");
-            super::code_status(code)
-        }
-        StateError::Invalid { .. } | StateError::UnknownTenant(_) => {
-            Status::new(super::grpc_code(code), error.to_string())
-        }
-    }
-}
-
 fn check_count(field: &str, n: usize) -> Result<(), Status> {
     if n > MAX_PER_CALL {
         return Err(invalid(
@@ -360,7 +345,8 @@ fn time(ms: i64, field: &str) -> Result<SystemTime, Status> {
     time_from_unix_ms(field, ms).map_err(|e| invalid(field, e))
 }
 
-fn reason_from_proto(reason: i32) -> Option<Reason> {
+/// A proto reason as the state's; `None` for a value this build does not know.
+pub fn reason_from_proto(reason: i32) -> Option<Reason> {
     Some(match SuppressionReason::try_from(reason).ok()? {
         SuppressionReason::HardBounce => Reason::HardBounce,
         SuppressionReason::SoftBounces => Reason::SoftBounces,
@@ -380,7 +366,8 @@ fn reason_to_proto(reason: Reason) -> SuppressionReason {
     }
 }
 
-fn entry_to_proto(entry: &Suppression) -> v1::Suppression {
+/// An entry as the API carries it (a tenant's entry as `Unspecified`: the key names the tenant).
+pub fn entry_to_proto(entry: &Suppression) -> v1::Suppression {
     v1::Suppression {
         address: entry.address.to_string(),
         scope: match entry.scope {
@@ -460,20 +447,5 @@ mod tests {
         assert_eq!(page_size(1000).unwrap(), 1000);
         let bad = page_size(1001).unwrap_err();
         assert!(bad.message().starts_with("limit:"), "{bad:?}");
-    }
-
-    #[test]
-    fn store_failures_keep_their_code() {
-        let s = state_status(StateError::Unavailable("redis down".into()));
-        assert_eq!(s.code(), tonic::Code::Unavailable);
-        assert!(
-            !s.message().contains("redis down"),
-            "detail is logged, not sent"
-        );
-        let s = state_status(StateError::invalid("cursor", "bad"));
-        assert_eq!(s.code(), tonic::Code::InvalidArgument);
-        assert!(s.message().contains("cursor"));
-        let s = state_status(StateError::UnknownTenant("x".into()));
-        assert_eq!(s.code(), tonic::Code::PermissionDenied);
     }
 }

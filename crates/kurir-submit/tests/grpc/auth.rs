@@ -9,7 +9,7 @@ use tonic::Code;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
 use crate::harness::{
-    Bearer, Harness, LIMITED_KEY, LIMITED_KEY_NAME, SUBMIT_KEY, SUPPRESSION_KEY, message, raw,
+    Harness, LIMITED_KEY, LIMITED_KEY_NAME, SUBMIT_KEY, SUPPRESSION_KEY, bearer, message, raw,
 };
 
 fn request() -> v1::SubmitRequest {
@@ -102,7 +102,7 @@ fn tls_endpoint(h: &Harness, identity: Option<Identity>) -> Endpoint {
 /// One submission over `endpoint`; any failure (handshake, call) as the error.
 async fn submit_over(endpoint: Endpoint) -> Result<(), String> {
     let channel = endpoint.connect().await.map_err(|e| format!("{e:?}"))?;
-    let mut client = SubmissionServiceClient::with_interceptor(channel, Bearer::new(SUBMIT_KEY));
+    let mut client = SubmissionServiceClient::with_interceptor(channel, bearer(SUBMIT_KEY));
     client
         .submit(request())
         .await

@@ -33,18 +33,18 @@ use kurir_state::embedded::EmbeddedState;
 use kurir_state::redis::RedisState;
 use kurir_state::{State, StateConfig};
 use kurir_submit::grpc::server::GrpcError;
-use kurir_submit::grpc::{AdminHooks, ApiKeyConfig, ApiService, GrpcConfig, GrpcServer};
+use kurir_submit::grpc::{
+    AdminHooks, ApiKeyConfig, ApiService, Bearer, GrpcConfig, GrpcServer, api_key_sha256,
+};
 use kurir_submit::publish::{PublishConfig, Publisher};
 use kurir_testkit::{KafkaBroker, RedisServer, TestCa, wait_for};
 use tempfile::TempDir;
 use tokio::net::TcpListener;
 use tokio::runtime::RuntimeFlavor;
 use tokio::task::JoinHandle;
-use tonic::metadata::{Ascii, MetadataValue};
-use tonic::service::Interceptor;
+use tonic::Request;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
-use tonic::{Request, Status};
 
 pub(crate) const HOSTNAME: &str = "grpc.kurir.test";
 pub(crate) const TOPIC_PREFIX: &str = "kurir";
@@ -70,7 +70,7 @@ pub(crate) fn keys() -> Vec<ApiKeyConfig> {
     let key =
         |name: &str, key: &str, tenant: &str, services: Vec<ApiService>, rate: f64| ApiKeyConfig {
             name: name.into(),
-            sha256: sha256_hex(key),
+            sha256: api_key_sha256(key),
             tenant: tenant.into(),
             services,
             rate_per_second: rate,
@@ -106,15 +106,6 @@ pub(crate) fn keys() -> Vec<ApiKeyConfig> {
             0.2,
         ),
     ]
-}
-
-/// `printf %s "$KEY" | sha256sum`.
-pub(crate) fn sha256_hex(key: &str) -> String {
-    ring::digest::digest(&ring::digest::SHA256, key.as_bytes())
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 /// What a test may change before the server starts.
@@ -347,19 +338,19 @@ impl<Q: Queue + Clone, S: State + Clone> Harness<Q, S> {
 
     /// A submission client sending `key` (`""`: no key).
     pub(crate) fn submission(&self, key: &str) -> SubmissionServiceClient<Authed> {
-        SubmissionServiceClient::with_interceptor(self.channel.clone(), Bearer::new(key))
+        SubmissionServiceClient::with_interceptor(self.channel.clone(), bearer(key))
             .max_decoding_message_size(usize::MAX)
     }
 
     /// A suppression client sending `key` (`""`: no key).
     pub(crate) fn suppression(&self, key: &str) -> SuppressionServiceClient<Authed> {
-        SuppressionServiceClient::with_interceptor(self.channel.clone(), Bearer::new(key))
+        SuppressionServiceClient::with_interceptor(self.channel.clone(), bearer(key))
             .max_decoding_message_size(usize::MAX)
     }
 
     /// An admin client sending `key` (`""`: no key).
     pub(crate) fn admin(&self, key: &str) -> AdminServiceClient<Authed> {
-        AdminServiceClient::with_interceptor(self.channel.clone(), Bearer::new(key))
+        AdminServiceClient::with_interceptor(self.channel.clone(), bearer(key))
             .max_decoding_message_size(usize::MAX)
     }
 
@@ -511,24 +502,12 @@ async fn collect<Q: Queue>(
     }
 }
 
-/// Adds `authorization: Bearer <key>` to every call (nothing for an empty key).
-#[derive(Clone)]
-pub(crate) struct Bearer(Option<MetadataValue<Ascii>>);
-
-impl Bearer {
-    pub(crate) fn new(key: &str) -> Self {
-        Self((!key.is_empty()).then(|| format!("Bearer {key}").parse().unwrap()))
-    }
-}
-
-impl Interceptor for Bearer {
-    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        if let Some(value) = &self.0 {
-            request
-                .metadata_mut()
-                .insert("authorization", value.clone());
-        }
-        Ok(request)
+/// The interceptor that sends `key` with every call (nothing for `""`).
+pub(crate) fn bearer(key: &str) -> Bearer {
+    if key.is_empty() {
+        Bearer::none()
+    } else {
+        Bearer::new(key).expect("a test key is valid in a header")
     }
 }
 

@@ -25,7 +25,7 @@ use tokio::net::TcpListener;
 use tonic::Code;
 
 use crate::harness::{
-    Bearer, HOSTNAME, Harness, OTHER_TENANT_KEY, SUBMIT_KEY, TENANT, keys, message, raw,
+    HOSTNAME, Harness, OTHER_TENANT_KEY, SUBMIT_KEY, TENANT, bearer, keys, message, raw,
 };
 
 const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
@@ -773,7 +773,7 @@ async fn a_client_that_never_reads_stops_the_server_reading() {
         .connect()
         .await
         .unwrap();
-    let mut client = SubmissionServiceClient::with_interceptor(channel, Bearer::new(SUBMIT_KEY));
+    let mut client = SubmissionServiceClient::with_interceptor(channel, bearer(SUBMIT_KEY));
     let pulled = Arc::new(AtomicUsize::new(0));
     let body = format!("Subject: flow\r\n\r\n{}\r\n", "x".repeat(1000));
     let local = "r".repeat(63);
@@ -915,7 +915,7 @@ async fn queue_failures_map_to_status_codes() {
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
         .unwrap()
         .connect_lazy();
-    let mut client = SubmissionServiceClient::with_interceptor(channel, Bearer::new(SUBMIT_KEY));
+    let mut client = SubmissionServiceClient::with_interceptor(channel, bearer(SUBMIT_KEY));
 
     let mut request = raw("", &["a@down.test"], &message("down"));
     request.idempotency_key = "retry-me".into();

@@ -12,11 +12,10 @@ use std::time::Duration;
 
 use kurir_proto::v1::admin_service_client::AdminServiceClient;
 use kurir_proto::v1::suppression_service_client::SuppressionServiceClient;
-use tonic::metadata::{Ascii, MetadataValue};
-use tonic::service::Interceptor;
+use kurir_submit::grpc::Bearer;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
-use tonic::{Code, Request, Status};
+use tonic::{Code, Status};
 
 use crate::cli::{ApiArgs, EXIT_CONFIG};
 
@@ -145,25 +144,6 @@ impl FromStr for ApiKey {
     }
 }
 
-/// Adds `authorization: Bearer <key>` to every call.
-#[derive(Clone)]
-pub struct Bearer(MetadataValue<Ascii>);
-
-impl fmt::Debug for Bearer {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Bearer(<redacted>)")
-    }
-}
-
-impl Interceptor for Bearer {
-    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        request
-            .metadata_mut()
-            .insert("authorization", self.0.clone());
-        Ok(request)
-    }
-}
-
 /// A channel whose calls carry the key.
 pub type Authed = InterceptedService<Channel, Bearer>;
 
@@ -180,9 +160,7 @@ impl Api {
         let key = args.api_key.as_ref().ok_or_else(|| {
             AdminError::Usage("no API key: pass --api-key or set KURIR_API_KEY".to_owned())
         })?;
-        let bearer = format!("Bearer {}", key.0)
-            .parse()
-            .map_err(|_| AdminError::Usage("the API key is not valid in a header".to_owned()))?;
+        let bearer = Bearer::new(&key.0).map_err(|error| AdminError::Usage(error.to_string()))?;
         let endpoint = endpoint(&args.server, args.ca_file.as_deref())?;
         let channel = endpoint
             .connect()
@@ -191,10 +169,7 @@ impl Api {
                 server: args.server.clone(),
                 message: one_line(&error_chain(&error)),
             })?;
-        Ok(Self {
-            channel,
-            bearer: Bearer(bearer),
-        })
+        Ok(Self { channel, bearer })
     }
 
     pub fn suppression(&self) -> SuppressionServiceClient<Authed> {

@@ -2,20 +2,17 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use kurir_deliver::config::{RouteConfig, TlsPolicy};
-use kurir_lifecycle::Lifecycle;
 use kurir_submit::grpc::{ApiKeyConfig, ApiService};
 use kurir_submit::smtp::{ListenerConfig, ListenerMode, SuppressedAction};
-use kurir_telemetry::{BuildInfo, Metrics};
 
 use super::outcomes::Outcomes;
 use crate::config::Config;
-use crate::roles::{self, QueueBackend, Running};
-use crate::serve::{HttpEndpoint, RoleSet};
+use crate::roles::QueueBackend;
+use crate::serve::{self, RoleSet, Started};
 
 /// The domains the demo sends to (and its sender's domain): all routed to the sink.
 pub(super) const DEMO_DOMAINS: &str = "*.demo.test";
@@ -25,9 +22,7 @@ const GRACE_PERIOD: Duration = Duration::from_secs(5);
 
 /// A running node.
 pub(super) struct Node {
-    running: Running,
-    lifecycle: Lifecycle,
-    endpoint: HttpEndpoint,
+    started: Started,
     pub(super) smtp: SocketAddr,
     pub(super) grpc: SocketAddr,
     pub(super) http: SocketAddr,
@@ -78,36 +73,24 @@ impl Node {
     /// Validates `config` and starts every role and the telemetry endpoint.
     pub(super) async fn start(config: Config) -> anyhow::Result<Self> {
         config.validate().context("the demo's configuration")?;
-        match kurir_telemetry::init_tracing(&config.log) {
-            Ok(()) | Err(kurir_telemetry::TelemetryError::AlreadyInitialised) => {}
-            Err(error) => return Err(error.into()),
-        }
-        let lifecycle = Lifecycle::new();
-        let build = BuildInfo {
-            version: env!("CARGO_PKG_VERSION").to_owned(),
-            roles: "demo".to_owned(),
-        };
-        let metrics = Arc::new(Metrics::new(build, &lifecycle));
-        let endpoint = HttpEndpoint::start(&config.http, metrics.clone(), &lifecycle).await?;
-        let running =
-            roles::start_quietly(&config, RoleSet::from_roles(&[]), &lifecycle, &metrics).await?;
-        lifecycle.set_ready(true);
-        let addrs = running.addrs().clone();
+        serve::init_tracing(&config)?;
+        let started =
+            Started::start(&config, RoleSet::from_roles(&[]), "demo".to_owned(), true).await?;
+        let addrs = started.running.addrs().clone();
         Ok(Self {
             smtp: *addrs.smtp.first().context("no SMTP listener")?,
             grpc: addrs.grpc.context("no gRPC listener")?,
-            http: endpoint.addr,
+            http: started.endpoint.addr,
             events_topic: config.queue.topics().events(),
-            running,
-            lifecycle,
-            endpoint,
+            started,
         })
     }
 
     /// Follows the node's outcome events in a consumer group of the demo's own.
     pub(super) async fn outcomes(&self, sender: &str) -> anyhow::Result<Outcomes> {
         let topic = self.events_topic.clone();
-        match self.running.queue().context("the node runs no queue")? {
+        let queue = self.started.running.queue();
+        match queue.context("the node runs no queue")? {
             QueueBackend::Embedded(q) => Outcomes::follow(q.clone(), topic, sender).await,
             QueueBackend::Kafka(q) => Outcomes::follow(q.clone(), topic, sender).await,
         }
@@ -115,16 +98,16 @@ impl Node {
 
     /// Drains (within the grace period) and stops everything, closing the stores.
     pub(super) async fn stop(self) {
-        self.lifecycle.set_ready(false);
-        self.lifecycle.shutdown();
-        let report = self.lifecycle.drain(GRACE_PERIOD).await;
-        if !report.is_complete() {
-            tracing::warn!(
-                remaining = report.remaining.len(),
-                "the demo node did not drain"
-            );
-        }
-        self.running.stop().await;
-        self.endpoint.stop().await;
+        self.started
+            .stop(async |lifecycle| {
+                let report = lifecycle.drain(GRACE_PERIOD).await;
+                if !report.is_complete() {
+                    tracing::warn!(
+                        remaining = report.remaining.len(),
+                        "the demo node did not drain"
+                    );
+                }
+            })
+            .await;
     }
 }

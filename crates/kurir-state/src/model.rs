@@ -100,6 +100,8 @@ impl Reason {
     }
 }
 
+/// The names of [`Reason::as_str`], in any case, `_` accepted for `-` (`hard_bounce` is
+/// how the command line spells it).
 impl FromStr for Reason {
     type Err = StateError;
     fn from_str(s: &str) -> Result<Self, StateError> {
@@ -111,7 +113,13 @@ impl FromStr for Reason {
             Self::Manual,
         ]
         .into_iter()
-        .find(|r| r.as_str() == s)
+        .find(|r| {
+            r.as_str().len() == s.len()
+                && r.as_str()
+                    .bytes()
+                    .zip(s.bytes())
+                    .all(|(a, b)| a == b.to_ascii_lowercase() || (a == b'-' && b == b'_'))
+        })
         .ok_or_else(|| {
             StateError::invalid(
                 "reason",

@@ -178,24 +178,42 @@ pub enum SuppressionCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Import entries from a file: one `address[,reason[,source]]` per line.
+    /// Import entries from a file: CSV with a header naming its columns (address, scope,
+    /// reason, source, created, expires), or without one `address[,reason[,source]]` per
+    /// line; or JSON lines.
     Import {
         /// The file; `-` reads stdin.
         #[arg(value_name = "FILE")]
         file: PathBuf,
-        /// Into the global list.
+        /// Into the global list (a `scope` column in the file decides per line).
         #[arg(long)]
         global: bool,
+        /// The file's format.
+        #[arg(long, value_enum, default_value_t = FileFormat::Csv)]
+        format: FileFormat,
     },
-    /// Write every entry to stdout as `address,reason,source` lines (the import format).
+    /// Write every entry to stdout, in the import format (address, reason, source,
+    /// created, expires).
     Export {
         /// The global list.
         #[arg(long)]
         global: bool,
+        /// The format written.
+        #[arg(long, value_enum, default_value_t = FileFormat::Csv)]
+        format: FileFormat,
     },
 }
 
-/// A suppression reason on the command line and in import files.
+/// The format of a suppression file (`kurir_state::bulk`'s layouts).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum FileFormat {
+    /// CSV, a header line naming the columns.
+    Csv,
+    /// One JSON object per line.
+    Jsonl,
+}
+
+/// A suppression reason on the command line (files are read by `kurir_state::bulk`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 #[value(rename_all = "snake_case")]
 pub enum SuppressionReasonArg {

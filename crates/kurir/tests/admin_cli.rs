@@ -20,6 +20,9 @@ fn row<'a>(output: &'a str, address: &str) -> &'a str {
         .unwrap_or_else(|| panic!("no row for {address}:\n{output}"))
 }
 
+/// The first line of a CSV export.
+const EXPORT_HEADER: &str = "address,reason,source,created,expires";
+
 #[test]
 fn suppression_entries_are_added_checked_listed_exported_and_removed() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -65,16 +68,18 @@ fn suppression_entries_are_added_checked_listed_exported_and_removed() {
     assert!(row(&list, "b@one.test").contains("never"), "{list}");
     assert!(list.ends_with("2 entries\n"), "{list}");
 
+    // The export: a header, then each entry with its creation time and no expiry.
     let export = node.admin_ok(&["suppression", "export"]);
     let mut lines: Vec<&str> = export.lines().collect();
+    assert_eq!(lines.remove(0), EXPORT_HEADER, "{export}");
     lines.sort_unstable();
-    assert_eq!(
-        lines,
-        [
-            "a@one.test,complaint,test-suite",
-            "b@one.test,complaint,test-suite"
-        ]
-    );
+    assert_eq!(lines.len(), 2, "{export}");
+    for (line, address) in lines.iter().zip(["a@one.test", "b@one.test"]) {
+        assert!(
+            line.starts_with(&format!("{address},complaint,test-suite,20")) && line.ends_with(','),
+            "{export}"
+        );
+    }
 
     let removed = node.admin_ok(&["suppression", "remove", "a@one.test", "x@one.test"]);
     assert_eq!(removed, "removed 1 of 2 from the tenant list\n");
@@ -95,10 +100,39 @@ fn suppression_entries_are_added_checked_listed_exported_and_removed() {
         row(&global, "g@two.test").contains("kurir-admin"),
         "{global}"
     );
-    assert_eq!(
-        node.admin_ok(&["suppression", "export", "--global"]),
-        "g@two.test,manual,kurir-admin\n"
+    let global = node.admin_ok(&["suppression", "export", "--global"]);
+    assert!(
+        global.starts_with(&format!("{EXPORT_HEADER}\ng@two.test,manual,kurir-admin,")),
+        "{global}"
     );
+    assert_eq!(global.lines().count(), 2, "{global}");
+
+    // Creation and expiry go in by file and come out by export (JSON lines here).
+    let file = dir.path().join("expiring.jsonl");
+    std::fs::write(
+        &file,
+        "{\"address\": \"e@one.test\", \"reason\": \"soft_bounces\", \
+         \"created\": \"2026-01-02T03:04:05Z\", \"expires\": \"2099-01-01T00:00:00Z\"}\n",
+    )
+    .expect("write the file");
+    let imported = node.admin_ok(&[
+        "suppression",
+        "import",
+        "--format",
+        "jsonl",
+        file.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(imported, "imported 1 of 1 entries into the tenant list\n");
+    let export = node.admin_ok(&["suppression", "export", "--format", "jsonl"]);
+    let line = export
+        .lines()
+        .find(|l| l.contains("e@one.test"))
+        .unwrap_or_else(|| panic!("{export}"));
+    let entry: serde_json::Value = serde_json::from_str(line).expect("json");
+    assert_eq!(entry["reason"], "soft-bounces", "{line}");
+    assert_eq!(entry["created"], "2026-01-02T03:04:05.000000000Z", "{line}");
+    assert_eq!(entry["expires"], "2099-01-01T00:00:00.000000000Z", "{line}");
+    assert!(entry.get("scope").is_none(), "{line}");
 
     let (status, _) = node.stop();
     assert!(status.success());
@@ -144,14 +178,14 @@ fn an_import_of_300_lines_is_listed_in_full_and_exported_in_the_same_format() {
     );
 
     let export = node.admin_ok(&["suppression", "export"]);
-    assert_eq!(export.lines().count(), 300);
-    assert!(export.contains("u000@import.test,manual,\n"), "{export}");
+    assert_eq!(export.lines().count(), 1 + 300);
+    assert!(export.contains("\nu000@import.test,manual,,20"), "{export}");
     assert!(
-        export.contains("u001@import.test,unsubscribe,\n"),
+        export.contains("\nu001@import.test,unsubscribe,,20"),
         "{export}"
     );
     assert!(
-        export.contains("u002@import.test,hard_bounce,crm, nightly\n"),
+        export.contains("\nu002@import.test,hard-bounce,\"crm, nightly\",20"),
         "{export}"
     );
     // The export imports again as it is (into the global list here).

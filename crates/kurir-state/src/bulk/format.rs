@@ -11,12 +11,16 @@ use crate::error::StateError;
 use crate::model::{Scope, Suppression, Tenant};
 
 pub(super) const CSV_HEADER: &str = "address,scope,reason,source,created,expires";
+/// The header of a file of one list, where the scope is the importer's to choose.
+pub(super) const CSV_HEADER_NO_SCOPE: &str = "address,reason,source,created,expires";
+/// The columns of a CSV file without a header.
+const HEADERLESS: [Column; 3] = [Column::Address, Column::Reason, Column::Source];
 
 /// The fields of a line, before validation.
 #[derive(Debug, Default, Deserialize, Serialize)]
 struct Fields {
     address: String,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     scope: Option<String>,
     #[serde(default)]
     reason: Option<String>,
@@ -46,7 +50,9 @@ enum Column {
     Expires,
 }
 
-pub(super) struct Parser {
+/// Parses the lines of one file, in order (a CSV file's first line may be its header).
+#[derive(Debug)]
+pub struct Parser {
     format: Format,
     /// The CSV columns, once the first line is seen.
     columns: Option<Vec<Column>>,
@@ -55,7 +61,9 @@ pub(super) struct Parser {
 }
 
 impl Parser {
-    pub(super) fn new(format: Format, defaults: ImportDefaults, now: SystemTime) -> Self {
+    /// A parser filling the fields a line leaves out from `defaults`, and `created` with
+    /// `now`.
+    pub fn new(format: Format, defaults: ImportDefaults, now: SystemTime) -> Self {
         Self {
             format,
             columns: None,
@@ -66,7 +74,7 @@ impl Parser {
 
     /// `None` for a line without an entry (blank, or the CSV header); an `Err` of the
     /// outer result for a bad CSV header.
-    pub(super) fn parse(
+    pub fn parse(
         &mut self,
         line: &str,
     ) -> Result<Option<Result<Suppression, StateError>>, BulkError> {
@@ -130,11 +138,12 @@ impl Parser {
     }
 }
 
-/// The columns of a CSV file and whether `line` is a header (else it is an address).
+/// The columns of a CSV file and whether `line` is a header (else its first field is an
+/// address, and the columns are [`HEADERLESS`]).
 fn csv_header(line: &str) -> Result<(Vec<Column>, bool), BulkError> {
-    let names = split_csv(line).map_err(|e| BulkError::Header(e.to_owned()))?;
-    if names.len() == 1 && names[0].contains('@') {
-        return Ok((vec![Column::Address], false));
+    let names = split_csv(line, None).map_err(|e| BulkError::Header(e.to_owned()))?;
+    if names[0].contains('@') {
+        return Ok((HEADERLESS.to_vec(), false));
     }
     let columns = names
         .iter()
@@ -155,7 +164,9 @@ fn csv_header(line: &str) -> Result<(Vec<Column>, bool), BulkError> {
 }
 
 fn csv_fields(columns: &[Column], line: &str) -> Result<Fields, StateError> {
-    let values = split_csv(line).map_err(|e| StateError::invalid("line", e))?;
+    // A last `source` column takes the rest of the line: its commas need no quotes.
+    let rest = (columns.last() == Some(&Column::Source)).then_some(columns.len());
+    let values = split_csv(line, rest).map_err(|e| StateError::invalid("line", e))?;
     if values.len() > columns.len() {
         return Err(StateError::invalid(
             "line",
@@ -176,14 +187,23 @@ fn csv_fields(columns: &[Column], line: &str) -> Result<Fields, StateError> {
     Ok(f)
 }
 
-/// Splits one CSV record (RFC 4180 quoting; unquoted fields are trimmed).
-fn split_csv(line: &str) -> Result<Vec<String>, &'static str> {
+/// Splits one CSV record (RFC 4180 quoting; unquoted fields are trimmed). With `at_most`,
+/// the field that many in is the rest of the line, taken as it is (trimmed) unless it is
+/// quoted.
+fn split_csv(line: &str, at_most: Option<usize>) -> Result<Vec<String>, &'static str> {
     let (mut fields, mut field) = (Vec::new(), String::new());
     let (mut quoted, mut was_quoted) = (false, false);
-    let mut chars = line.chars().peekable();
-    while let Some(c) = chars.next() {
+    let mut chars = line.char_indices().peekable();
+    while let Some((at, c)) = chars.next() {
+        if !quoted && field.is_empty() && !was_quoted && at_most == Some(fields.len() + 1) {
+            let rest = line[at..].trim();
+            if !rest.starts_with('"') {
+                fields.push(rest.to_owned());
+                return Ok(fields);
+            }
+        }
         match (quoted, c) {
-            (true, '"') if chars.peek() == Some(&'"') => {
+            (true, '"') if chars.peek().map(|(_, c)| *c) == Some('"') => {
                 field.push('"');
                 chars.next();
             }
@@ -248,8 +268,18 @@ fn parse_time(field: &'static str, t: Time) -> Result<Option<SystemTime>, StateE
     })
 }
 
-/// Appends one entry as a line of `format`.
-pub(super) fn render(entry: &Suppression, format: Format, out: &mut String) {
+/// The header line of a CSV file (without the line end); `None` for JSON lines.
+pub fn header(format: Format, with_scope: bool) -> Option<&'static str> {
+    match (format, with_scope) {
+        (Format::JsonLines, _) => None,
+        (Format::Csv, true) => Some(CSV_HEADER),
+        (Format::Csv, false) => Some(CSV_HEADER_NO_SCOPE),
+    }
+}
+
+/// Appends one entry as a line of `format`; without its scope for a file of one list
+/// (see [`header`]).
+pub fn render(entry: &Suppression, format: Format, with_scope: bool, out: &mut String) {
     let time = |t: SystemTime| humantime::format_rfc3339_nanos(t).to_string();
     let scope = match &entry.scope {
         Scope::Global => "global".to_owned(),
@@ -259,7 +289,7 @@ pub(super) fn render(entry: &Suppression, format: Format, out: &mut String) {
         Format::JsonLines => {
             let fields = Fields {
                 address: entry.address.to_string(),
-                scope: Some(scope),
+                scope: with_scope.then_some(scope),
                 reason: Some(entry.reason.as_str().to_owned()),
                 source: Some(entry.source.clone()),
                 created: Some(Time::Text(time(entry.created))),
@@ -274,15 +304,16 @@ pub(super) fn render(entry: &Suppression, format: Format, out: &mut String) {
                 .map(|c| if c.is_control() { ' ' } else { c })
                 .collect();
             let expires = entry.expires.map(time).unwrap_or_default();
+            let (address, created) = (entry.address.to_string(), time(entry.created));
             let fields = [
-                &entry.address.to_string(),
-                &scope,
-                entry.reason.as_str(),
-                &source,
-                &time(entry.created),
-                &expires,
+                Some(address.as_str()),
+                with_scope.then_some(scope.as_str()),
+                Some(entry.reason.as_str()),
+                Some(&source),
+                Some(&created),
+                Some(&expires),
             ];
-            let quoted: Vec<String> = fields.iter().map(|f| csv_quote(f)).collect();
+            let quoted: Vec<String> = fields.iter().flatten().map(|f| csv_quote(f)).collect();
             out.push_str(&quoted.join(","));
         }
     }

@@ -10,16 +10,19 @@
 //! |-----------|----------------------------------------------------------------------------|
 //! | `address` | a mailbox; stored in normal form (domain lower-cased A-label)              |
 //! | `scope`   | `global`, `tenant:NAME` or `NAME`                                          |
-//! | `reason`  | `hard-bounce`, `soft-bounces`, `complaint`, `unsubscribe`, `manual`        |
+//! | `reason`  | `hard-bounce`, `soft-bounces`, `complaint`, `unsubscribe`, `manual` (any case, `_` for `-`) |
 //! | `source`  | free text (what caused the entry)                                          |
 //! | `created` | RFC 3339 in UTC (`2025-01-31T12:00:00Z`, any fraction) or Unix seconds; default: the import's start |
 //! | `expires` | same forms; none means the entry never expires                             |
 //!
 //! **CSV** ([`Format::Csv`]): the first line is a header naming the columns present, in any
-//! order (`address,scope,reason,source,created,expires` is what export writes). A file
-//! whose first line is an address has no header: one address per line. Fields containing
+//! order (`address,scope,reason,source,created,expires` is what export writes;
+//! `kurir admin suppression export` leaves out `scope`, as its file holds one list). A file
+//! whose first line starts with an address has no header: its columns are
+//! `address,reason,source`, so a plain list of addresses is a valid file. Fields containing
 //! `,` or `"` are quoted, `"` doubled inside (RFC 4180); a record is one line (export
-//! writes line breaks inside `source` as spaces).
+//! writes line breaks inside `source` as spaces). When `source` is the last column it is
+//! the rest of the line, and its commas need no quotes.
 //!
 //! **JSON lines** ([`Format::JsonLines`]): one object per line with the same field names;
 //! times are strings in RFC 3339 or numbers of Unix seconds; `expires` may be `null`;
@@ -43,7 +46,7 @@ use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::State;
 
-use self::format::{CSV_HEADER, Parser, render};
+pub use self::format::{Parser, header, render};
 use crate::error::StateError;
 use crate::model::{Reason, Scope, Suppression, Tenant};
 
@@ -151,9 +154,9 @@ pub async fn export<S: State, W: AsyncWrite + Unpin>(
     format: Format,
 ) -> Result<u64, BulkError> {
     let write_err = BulkError::Write;
-    if format == Format::Csv {
+    if let Some(header) = header(format, true) {
         writer
-            .write_all(format!("{CSV_HEADER}\n").as_bytes())
+            .write_all(format!("{header}\n").as_bytes())
             .await
             .map_err(write_err)?;
     }
@@ -162,7 +165,7 @@ pub async fn export<S: State, W: AsyncWrite + Unpin>(
         let page = state.list_suppressions(scope, &cursor, EXPORT_PAGE).await?;
         out.clear();
         for entry in &page.items {
-            render(entry, format, &mut out);
+            render(entry, format, true, &mut out);
         }
         writer.write_all(out.as_bytes()).await.map_err(write_err)?;
         count += page.items.len() as u64;

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant, SystemTime};
 use kurir_core::Address;
 use tokio::io::{AsyncRead, BufReader, ReadBuf};
 
-use super::{BulkError, Format, ImportDefaults, export, import};
+use super::{BulkError, Format, ImportDefaults, Parser, export, header, import, render};
 use crate::embedded::EmbeddedState;
 use crate::model::{Reason, Scope, Suppression, Tenant};
 use crate::{State, StateConfig, StateError};
@@ -159,6 +159,68 @@ async fn headerless_csv_is_a_list_of_addresses_and_bad_headers_fail() {
     .await
     .unwrap_err();
     assert!(matches!(err, BulkError::Header(_)), "{err:?}");
+}
+
+/// Every line of `text` through one parser, with [`defaults`] and `created` at the epoch.
+fn parse_all(text: &str, format: Format) -> Vec<Result<Suppression, StateError>> {
+    let mut parser = Parser::new(format, defaults(), SystemTime::UNIX_EPOCH);
+    text.lines()
+        .filter_map(|line| parser.parse(line).unwrap())
+        .collect()
+}
+
+#[test]
+fn headerless_lines_are_address_reason_source_and_a_last_source_needs_no_quotes() {
+    let text = "a@x.test\nb@x.test,Hard_Bounce\nc@x.test,complaint,fbl, nightly run\n\
+                \"\"\"d,e\"\"@x.test\",unsubscribe,\"web, footer\"\n";
+    let got: Vec<(String, Reason, String)> = parse_all(text, Format::Csv)
+        .into_iter()
+        .map(|e| e.unwrap())
+        .map(|e| (e.address.to_string(), e.reason, e.source))
+        .collect();
+    let want = |a: &str, r, s: &str| (a.to_owned(), r, s.to_owned());
+    assert_eq!(
+        got,
+        [
+            want("a@x.test", Reason::Manual, "import"),
+            want("b@x.test", Reason::HardBounce, "import"),
+            want("c@x.test", Reason::Complaint, "fbl, nightly run"),
+            want("\"d,e\"@x.test", Reason::Unsubscribe, "web, footer"),
+        ]
+    );
+    // With a header whose last column is not `source`, extra fields are still an error.
+    let bad = parse_all(
+        "address,source,reason\na@x.test,x,manual,more\n",
+        Format::Csv,
+    );
+    assert!(bad[0].is_err(), "{bad:?}");
+    assert!(parse_all("a@x.test,bored\n", Format::Csv)[0].is_err());
+}
+
+/// A file of one list (no `scope` column) reads back into whatever list the importer
+/// names, every other field kept.
+#[test]
+fn files_without_scope_read_back_into_the_default_scope() {
+    for format in [Format::Csv, Format::JsonLines] {
+        let mut text = header(format, false)
+            .map(|h| format!("{h}\n"))
+            .unwrap_or_default();
+        let mut entries = sample();
+        for entry in &mut entries {
+            entry.scope = Scope::Global;
+            render(entry, format, false, &mut text);
+        }
+        assert!(!text.contains("global"), "{text}");
+        let back: Vec<Suppression> = parse_all(&text, format)
+            .into_iter()
+            .map(|e| e.unwrap())
+            .collect();
+        let mut want = sample();
+        want.iter_mut()
+            .filter(|e| e.source.is_empty())
+            .for_each(|e| e.source = "import".into());
+        assert_eq!(back, want, "{format:?}: {text}");
+    }
 }
 
 #[tokio::test]

@@ -1,29 +1,52 @@
-//! The suppression file format of `suppression import` and `suppression export`.
+//! The files of `suppression import` and `suppression export`: the layout of
+//! `kurir_state::bulk` (CSV with a header naming its columns, or JSON lines with `--format
+//! jsonl`), so a file exported here, one exported by the state's bulk export and one written
+//! by hand read the same way.
 //!
-//! One entry per line: `address,reason,source`, where `reason` and `source` may be left
-//! out, so a plain list of addresses is a valid file. The address ends at the first comma
-//! outside double quotes (a quoted local part may contain commas); `source` is the rest of
-//! the line and may contain commas. Blank lines, `#` comments and a header line
-//! (`address,reason,source`) are skipped. Export writes all three fields. Reasons are spelt
-//! as on the command line (`hard_bounce`); the state store's spelling (`hard-bounce`, as in
-//! `kurir_state::bulk` files) is read too.
+//! Export writes one list: the columns `address,reason,source,created,expires` (CSV) with
+//! times in RFC 3339, so importing an export restores every entry, its creation and expiry
+//! included. Import takes any of the bulk format's columns; a CSV file without a header has
+//! the columns `address,reason,source` (all but the address optional, so a plain list of
+//! addresses is a valid file), and a last `source` column needs no quotes around its
+//! commas. Entries go to the key's tenant list, or the global one with `--global`; a
+//! `scope` column, where a file has one, decides per line (`global`, or a tenant name,
+//! which the server replaces with the key's tenant). Reasons are spelt either way
+//! (`hard_bounce` as on the command line, `hard-bounce` as the state store writes). Blank
+//! lines and lines starting with `#` are skipped.
 
 use std::io::Read;
 use std::path::Path;
+use std::time::SystemTime;
 
-use clap::ValueEnum;
 use kurir_core::Address;
+use kurir_proto::convert::time_from_unix_ms;
 use kurir_proto::v1::{self, SuppressionReason};
+use kurir_state::bulk::{self, ImportDefaults, Parser};
+use kurir_state::{Reason, Scope, Suppression, Tenant};
+use kurir_submit::grpc::suppression::{entry_to_proto, reason_from_proto};
 
 use super::AdminError;
-use crate::cli::SuppressionReasonArg;
+use crate::cli::{FileFormat, SuppressionReasonArg};
 
 /// The longest `source` the server accepts, in bytes.
 const MAX_SOURCE: usize = 512;
 
+impl From<FileFormat> for bulk::Format {
+    fn from(format: FileFormat) -> Self {
+        match format {
+            FileFormat::Csv => Self::Csv,
+            FileFormat::Jsonl => Self::JsonLines,
+        }
+    }
+}
+
 /// Reads `path` (`-`: stdin) and parses every line; the first bad line is a usage error
 /// naming the file and line, and nothing is sent.
-pub(crate) fn read_entries(path: &Path, global: bool) -> Result<Vec<v1::Suppression>, AdminError> {
+pub(crate) fn read_entries(
+    path: &Path,
+    global: bool,
+    format: FileFormat,
+) -> Result<Vec<v1::Suppression>, AdminError> {
     let (origin, text) = if path == Path::new("-") {
         let mut text = String::new();
         std::io::stdin()
@@ -36,99 +59,81 @@ pub(crate) fn read_entries(path: &Path, global: bool) -> Result<Vec<v1::Suppress
             .map_err(|e| AdminError::Usage(format!("reading {origin}: {e}")))?;
         (origin, text)
     };
-    parse(&text, global)
+    parse(&text, global, format)
         .map_err(|(line, message)| AdminError::Usage(format!("{origin}:{line}: {message}")))
 }
 
 /// Every entry of `text`; an error is (line number, what is wrong).
-pub(crate) fn parse(text: &str, global: bool) -> Result<Vec<v1::Suppression>, (usize, String)> {
-    let scope = super::suppression::scope(global);
+pub(crate) fn parse(
+    text: &str,
+    global: bool,
+    format: FileFormat,
+) -> Result<Vec<v1::Suppression>, (usize, String)> {
+    // The tenant's name is not sent: the server files tenant entries under the key's.
+    let tenant = Scope::Tenant(Tenant::new("key").expect("a valid tenant name"));
+    let defaults = ImportDefaults {
+        scope: if global { Scope::Global } else { tenant },
+        reason: Reason::Manual,
+        source: String::new(),
+    };
+    let mut parser = Parser::new(format.into(), defaults, SystemTime::now());
     let mut entries = Vec::new();
-    let mut first = true;
     for (i, line) in text.trim_start_matches('\u{feff}').lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
+        if line.trim_start().starts_with('#') {
             continue;
         }
-        let header = std::mem::replace(&mut first, false) && is_header(line);
-        if header {
-            continue;
+        let entry = match parser.parse(line) {
+            Ok(None) => continue,
+            Ok(Some(Ok(entry))) => entry,
+            Ok(Some(Err(error))) => return Err((i + 1, error.to_string())),
+            Err(error) => return Err((i + 1, error.to_string())),
+        };
+        if entry.source.len() > MAX_SOURCE {
+            return Err((
+                i + 1,
+                format!("the source is longer than {MAX_SOURCE} bytes"),
+            ));
         }
-        let mut entry = parse_line(line).map_err(|message| (i + 1, message))?;
-        entry.scope = scope;
-        entries.push(entry);
+        entries.push(entry_to_proto(&entry));
     }
     Ok(entries)
 }
 
-fn is_header(line: &str) -> bool {
-    let fields: Vec<String> = line
-        .split(',')
-        .map(|f| f.trim().to_ascii_lowercase())
-        .collect();
-    fields.first().is_some_and(|f| f == "address")
-        && fields
-            .iter()
-            .skip(1)
-            .all(|f| f == "reason" || f == "source")
+/// The first line of an export (with its line end); nothing for JSON lines.
+pub(crate) fn export_header(format: FileFormat) -> String {
+    bulk::header(format.into(), false)
+        .map(|header| format!("{header}\n"))
+        .unwrap_or_default()
 }
 
-fn parse_line(line: &str) -> Result<v1::Suppression, String> {
-    let (address, rest) = split_address(line);
-    let address = address.trim();
-    Address::parse(address).map_err(|e| format!("{address:?} is not an address: {e}"))?;
-    let (reason, source) = match rest {
-        None => ("", ""),
-        Some(rest) => rest.split_once(',').unwrap_or((rest, "")),
+/// Appends one exported entry, with its line end.
+pub(crate) fn export_line(
+    entry: &v1::Suppression,
+    format: FileFormat,
+    out: &mut String,
+) -> Result<(), AdminError> {
+    let bad = |what: String| {
+        AdminError::from(tonic::Status::internal(format!(
+            "the server sent an entry with {what}"
+        )))
     };
-    let reason = match reason.trim() {
-        "" => SuppressionReason::Manual,
-        name => reason_from_arg(SuppressionReasonArg::from_str(name, true).map_err(|_| {
-            format!(
-                "unknown reason {name:?} (expected one of {})",
-                reason_names().join(", ")
-            )
-        })?),
+    let time = |field: &str, ms| time_from_unix_ms(field, ms).map_err(|e| bad(e.to_string()));
+    let entry = Suppression {
+        // Not written: an export holds one list.
+        scope: Scope::Global,
+        address: Address::parse(&entry.address)
+            .map_err(|e| bad(format!("address {:?}: {e}", entry.address)))?,
+        reason: reason_from_proto(entry.reason)
+            .ok_or_else(|| bad(format!("reason {}", entry.reason)))?,
+        source: entry.source.clone(),
+        created: time("created_unix_ms", entry.created_unix_ms)?,
+        expires: match entry.expires_unix_ms {
+            0 => None,
+            ms => Some(time("expires_unix_ms", ms)?),
+        },
     };
-    let source = source.trim();
-    if source.len() > MAX_SOURCE {
-        return Err(format!("the source is longer than {MAX_SOURCE} bytes"));
-    }
-    Ok(v1::Suppression {
-        address: address.to_owned(),
-        reason: reason.into(),
-        source: source.to_owned(),
-        ..Default::default()
-    })
-}
-
-/// The address (up to the first comma outside double quotes) and the rest after it.
-fn split_address(line: &str) -> (&str, Option<&str>) {
-    let mut quoted = false;
-    let mut escaped = false;
-    for (i, c) in line.char_indices() {
-        if escaped {
-            escaped = false;
-            continue;
-        }
-        match c {
-            '\\' if quoted => escaped = true,
-            '"' => quoted = !quoted,
-            ',' if !quoted => return (&line[..i], Some(&line[i + 1..])),
-            _ => {}
-        }
-    }
-    (line, None)
-}
-
-/// One exported line (without the newline).
-pub(crate) fn format_line(entry: &v1::Suppression) -> String {
-    let source: String = entry
-        .source
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    format!("{},{},{}", entry.address, reason_name(entry.reason), source)
+    bulk::render(&entry, format.into(), false, out);
+    Ok(())
 }
 
 pub(crate) fn reason_from_arg(reason: SuppressionReasonArg) -> SuppressionReason {
@@ -141,7 +146,7 @@ pub(crate) fn reason_from_arg(reason: SuppressionReasonArg) -> SuppressionReason
     }
 }
 
-/// The name of a reason as the command line and files spell it.
+/// The name of a reason as the command line spells it.
 pub(crate) fn reason_name(reason: i32) -> &'static str {
     match SuppressionReason::try_from(reason) {
         Ok(SuppressionReason::HardBounce) => "hard_bounce",
@@ -153,24 +158,20 @@ pub(crate) fn reason_name(reason: i32) -> &'static str {
     }
 }
 
-fn reason_names() -> Vec<String> {
-    SuppressionReasonArg::value_variants()
-        .iter()
-        .filter_map(|v| v.to_possible_value())
-        .map(|v| v.get_name().to_owned())
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use kurir_proto::v1::SuppressionScope;
 
+    fn csv(text: &str, global: bool) -> Result<Vec<v1::Suppression>, (usize, String)> {
+        parse(text, global, FileFormat::Csv)
+    }
+
     #[test]
     fn plain_lists_and_csv_lines_parse() {
-        let text = "\u{feff}address,reason,source\n\n# a comment\na@one.test\r\n\
-                    b@one.test,complaint\n\"x,y\"@two.test,hard_bounce,crm, nightly\n";
-        let entries = parse(text, false).unwrap();
+        let text = "\u{feff}# a comment\na@one.test\r\n\nb@one.test,complaint\n\
+                    \"\"\"x,y\"\"@two.test\",hard_bounce,crm, nightly\n";
+        let entries = csv(text, false).unwrap();
         let got: Vec<(&str, i32, &str)> = entries
             .iter()
             .map(|e| (e.address.as_str(), e.reason, e.source.as_str()))
@@ -187,46 +188,74 @@ mod tests {
                 ),
             ]
         );
-        assert!(entries.iter().all(|e| e.scope == 0));
-        assert!(parse("a@one.test", true).unwrap()[0].scope == SuppressionScope::Global as i32);
+        assert!(
+            entries
+                .iter()
+                .all(|e| e.scope == 0 && e.expires_unix_ms == 0)
+        );
+        assert!(csv("a@one.test", true).unwrap()[0].scope == SuppressionScope::Global as i32);
+    }
+
+    #[test]
+    fn a_header_names_the_columns_and_a_scope_column_decides_per_line() {
+        let text = "scope,expires,address,reason\n\
+                    global,2030-01-01T00:00:00Z,a@one.test,soft-bounces\n\
+                    acme,,b@one.test,\n";
+        let entries = csv(text, false).unwrap();
+        assert_eq!(entries[0].scope, SuppressionScope::Global as i32);
+        assert_eq!(entries[0].reason, SuppressionReason::SoftBounces as i32);
+        assert_eq!(entries[0].expires_unix_ms, 1_893_456_000_000);
+        assert_eq!(entries[1].scope, SuppressionScope::Unspecified as i32);
+        assert_eq!(entries[1].expires_unix_ms, 0);
     }
 
     #[test]
     fn bad_lines_are_named_by_number() {
-        let (line, message) = parse("a@one.test\nnot an address\n", false).unwrap_err();
+        let (line, message) = csv("a@one.test\nnot an address\n", false).unwrap_err();
         assert_eq!(line, 2);
         assert!(message.contains("not an address"), "{message}");
-        let (line, message) = parse("a@one.test,bored\n", false).unwrap_err();
+        let (line, message) = csv("a@one.test,bored\n", false).unwrap_err();
         assert_eq!(line, 1);
-        assert!(message.contains("hard_bounce"), "{message}");
+        assert!(message.contains("hard-bounce"), "{message}");
+        let (line, message) = csv("address,colour\n", false).unwrap_err();
+        assert_eq!(line, 1);
+        assert!(message.contains("colour"), "{message}");
+        let (line, _) = parse("{\"address\": 1}\n", false, FileFormat::Jsonl).unwrap_err();
+        assert_eq!(line, 1);
     }
 
+    /// What export writes, import reads back whole: creation and expiry included.
     #[test]
-    fn the_state_stores_spelling_of_reasons_is_accepted_too() {
-        // `kurir_state::bulk` files and Redis say `hard-bounce` and `soft-bounces`.
-        let entries = parse("a@one.test,hard-bounce\nb@one.test,Soft-Bounces,x\n", false).unwrap();
-        let reasons: Vec<i32> = entries.iter().map(|e| e.reason).collect();
-        assert_eq!(
-            reasons,
-            [
-                SuppressionReason::HardBounce as i32,
-                SuppressionReason::SoftBounces as i32
-            ]
-        );
-    }
-
-    #[test]
-    fn export_lines_read_back() {
+    fn exports_read_back() {
         let entry = v1::Suppression {
             address: "a@one.test".into(),
-            reason: SuppressionReason::Unsubscribe.into(),
+            reason: SuppressionReason::SoftBounces.into(),
             source: "web, footer\nlink".into(),
+            created_unix_ms: 1_700_000_000_123,
+            expires_unix_ms: 1_800_000_000_456,
             ..Default::default()
         };
-        let line = format_line(&entry);
-        assert_eq!(line, "a@one.test,unsubscribe,web, footer link");
-        let back = parse(&line, false).unwrap();
-        assert_eq!(back[0].reason, entry.reason);
-        assert_eq!(back[0].source, "web, footer link");
+        for format in [FileFormat::Csv, FileFormat::Jsonl] {
+            let mut text = export_header(format);
+            export_line(&entry, format, &mut text).unwrap();
+            let back = parse(&text, false, format).unwrap();
+            // CSV keeps a record on one line; JSON escapes the line break.
+            let want = match format {
+                FileFormat::Csv => v1::Suppression {
+                    source: "web, footer link".into(),
+                    ..entry.clone()
+                },
+                FileFormat::Jsonl => entry.clone(),
+            };
+            if format == FileFormat::Csv {
+                assert_eq!(
+                    text,
+                    "address,reason,source,created,expires\n\
+                     a@one.test,soft-bounces,\"web, footer link\",\
+                     2023-11-14T22:13:20.123000000Z,2027-01-15T08:00:00.456000000Z\n"
+                );
+            }
+            assert_eq!(back, [want], "{format:?}: {text}");
+        }
     }
 }

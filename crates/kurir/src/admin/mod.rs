@@ -8,7 +8,7 @@
 //! - [`client`]: the connection: `--server`, `--api-key`, `--ca-file`, the bearer metadata,
 //!   call deadlines, and [`AdminError`] (one line, with its exit status).
 //! - `suppression.rs`: `suppression add|remove|check|list|import|export`;
-//!   `file.rs`: the import/export line format.
+//!   `file.rs`: the import/export file format (`kurir_state::bulk`'s).
 //! - `node.rs`: `queue stats`, `domain pause|resume|list|bounce`, `message`, `topics init`.
 //! - `output.rs`: aligned tables, times, JSON.
 
@@ -44,9 +44,11 @@ pub async fn run(
     // Input files are read and checked before connecting: a bad file is a usage error
     // whether or not the node is up.
     let import = match &command {
-        ApiCommand::Suppression(crate::cli::SuppressionCommand::Import { file, global }) => {
-            Some(file::read_entries(file, *global)?)
-        }
+        ApiCommand::Suppression(crate::cli::SuppressionCommand::Import {
+            file,
+            global,
+            format,
+        }) => Some(file::read_entries(file, *global, *format)?),
         _ => None,
     };
     let client = client::Api::connect(api).await?;

@@ -15,9 +15,9 @@ use serde_json::json;
 
 use super::AdminError;
 use super::client::{Api, call};
-use super::file::{format_line, reason_from_arg, reason_name};
+use super::file::{export_header, export_line, reason_from_arg, reason_name};
 use super::output::{Table, json, or_dash, time};
-use crate::cli::SuppressionCommand;
+use crate::cli::{FileFormat, SuppressionCommand};
 
 /// Addresses per Add, Remove or Check call.
 const MAX_PER_CALL: usize = 1_000;
@@ -75,7 +75,7 @@ pub(crate) async fn run(
         SuppressionCommand::Import { global, .. } => {
             import_entries(api, import.unwrap_or_default(), global, out).await
         }
-        SuppressionCommand::Export { global } => export(api, global, out).await,
+        SuppressionCommand::Export { global, format } => export(api, global, format, out).await,
     }
 }
 
@@ -244,15 +244,24 @@ async fn import_entries(
     Ok(())
 }
 
-async fn export(api: &Api, global: bool, out: &mut dyn Write) -> Result<(), AdminError> {
+async fn export(
+    api: &Api,
+    global: bool,
+    format: FileFormat,
+    out: &mut dyn Write,
+) -> Result<(), AdminError> {
     let mut client = api.suppression();
     let request = ExportSuppressionsRequest {
         scope: scope(global),
     };
     let mut entries = call(client.export(request)).await?;
+    let mut line = export_header(format);
     while let Some(entry) = entries.message().await? {
-        writeln!(out, "{}", format_line(&entry))?;
+        export_line(&entry, format, &mut line)?;
+        out.write_all(line.as_bytes())?;
+        line.clear();
     }
+    out.write_all(line.as_bytes())?;
     Ok(())
 }
 

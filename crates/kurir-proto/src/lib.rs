@@ -14,6 +14,7 @@
 //! - [`event`]: builders and readers on [`v1::Event`] (outcome, ids, undecodable records).
 //! - [`error`]: [`DecodeError`], which names the bad field of a record.
 
+pub mod auth;
 pub mod convert;
 pub mod error;
 pub mod event;

@@ -35,9 +35,10 @@ use kurir_loadtest::cli::progress_bar;
 use kurir_loadtest::message::{FixedRecipient, RecipientClass, RecipientPlan, SizeMix, new_run_id};
 use kurir_loadtest::send::{self, GrpcMode, GrpcTarget, SendConfig, SmtpTarget, Transport};
 use kurir_loadtest::sink::{Faults, Sink, SinkConfig};
+use kurir_proto::auth::Bearer;
 use kurir_proto::v1;
 use kurir_proto::v1::suppression_service_client::SuppressionServiceClient;
-use kurir_submit::grpc::{Bearer, api_key_sha256};
+use kurir_submit::grpc::api_key_sha256;
 use tokio::time::Instant;
 
 use node::Node;

@@ -6,12 +6,11 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use kurir_proto::auth::Bearer;
 use kurir_proto::v1;
 use kurir_proto::v1::submission_service_client::SubmissionServiceClient;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::metadata::{Ascii, MetadataValue};
-use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request, Status};
@@ -69,7 +68,10 @@ async fn connect(target: &GrpcTarget) -> anyhow::Result<Client> {
         .tcp_nodelay(true)
         .connect()
         .await?;
-    let bearer = Bearer::new(target.api_key.as_deref())?;
+    let bearer = match target.api_key.as_deref().filter(|k| !k.is_empty()) {
+        Some(key) => Bearer::new(key)?,
+        None => Bearer::none(),
+    };
     Ok(SubmissionServiceClient::with_interceptor(channel, bearer))
 }
 
@@ -198,36 +200,6 @@ fn status_key(code: Code) -> String {
         key.push(c.to_ascii_uppercase());
     }
     key
-}
-
-/// Adds `authorization: Bearer <key>` to every call (nothing without a key).
-#[derive(Debug, Clone)]
-pub struct Bearer(Option<MetadataValue<Ascii>>);
-
-impl Bearer {
-    /// The interceptor for `key`.
-    pub fn new(key: Option<&str>) -> anyhow::Result<Self> {
-        let value = match key.filter(|k| !k.is_empty()) {
-            Some(key) => Some(
-                format!("Bearer {key}")
-                    .parse()
-                    .map_err(|_| anyhow::anyhow!("the API key is not printable ASCII"))?,
-            ),
-            None => None,
-        };
-        Ok(Self(value))
-    }
-}
-
-impl Interceptor for Bearer {
-    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        if let Some(value) = &self.0 {
-            request
-                .metadata_mut()
-                .insert("authorization", value.clone());
-        }
-        Ok(request)
-    }
 }
 
 #[cfg(test)]

@@ -20,8 +20,8 @@
 //!   `kurir_state::bulk`, `kurir_queue::Queue` and [`AdminHooks`].
 //!
 //! # Layout
-//! - [`config`]: `[grpc]`; [`auth`]: API keys, permissions, rate limits; [`client`]: the
-//!   client side of a key ([`Bearer`]).
+//! - [`config`]: `[grpc]`; [`auth`]: API keys, permissions, rate limits (the client side of a
+//!   key is `kurir_proto::auth::Bearer`).
 //! - [`server`]: the tonic server: TLS, health, reflection, shutdown; `activity.rs`: the
 //!   layer that makes every kurir call a lifecycle activity.
 //! - [`submission`]: `SubmissionService` (unary, flow-controlled streams, idempotency);
@@ -33,7 +33,6 @@ mod activity;
 pub mod admin;
 pub mod auth;
 mod build;
-pub mod client;
 pub mod config;
 mod request;
 pub mod server;
@@ -43,7 +42,6 @@ pub mod suppression;
 use std::sync::Arc;
 
 pub use auth::api_key_sha256;
-pub use client::{Bearer, InvalidApiKey};
 pub use config::{ApiKeyConfig, ApiService, GrpcConfig, GrpcTlsConfig};
 pub use server::GrpcServer;
 

@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use kurir_lifecycle::Lifecycle;
+use kurir_proto::auth::Bearer;
 use kurir_proto::v1::admin_service_client::AdminServiceClient;
 use kurir_proto::v1::submission_service_client::SubmissionServiceClient;
 use kurir_proto::v1::suppression_service_client::SuppressionServiceClient;
@@ -34,7 +35,7 @@ use kurir_state::redis::RedisState;
 use kurir_state::{State, StateConfig};
 use kurir_submit::grpc::server::GrpcError;
 use kurir_submit::grpc::{
-    AdminHooks, ApiKeyConfig, ApiService, Bearer, GrpcConfig, GrpcServer, api_key_sha256,
+    AdminHooks, ApiKeyConfig, ApiService, GrpcConfig, GrpcServer, api_key_sha256,
 };
 use kurir_submit::publish::{PublishConfig, Publisher};
 use kurir_testkit::{KafkaBroker, RedisServer, TestCa, wait_for};

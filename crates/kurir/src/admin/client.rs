@@ -10,9 +10,9 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
+use kurir_proto::auth::Bearer;
 use kurir_proto::v1::admin_service_client::AdminServiceClient;
 use kurir_proto::v1::suppression_service_client::SuppressionServiceClient;
-use kurir_submit::grpc::Bearer;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use tonic::{Code, Status};

@@ -1,5 +1,6 @@
-//! The client side of API-key authentication: [`Bearer`] presents a key the way
-//! [`super::auth`] expects it, for `kurir admin`, `kurir demo` and the tests.
+//! The client side of the API's key authentication: [`Bearer`] presents a key as the
+//! server expects it (`authorization: Bearer <key>`), for `kurir admin`, `kurir demo`, the
+//! load generator and the tests.
 
 use std::fmt;
 

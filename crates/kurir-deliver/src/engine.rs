@@ -142,12 +142,17 @@ enum Fate {
     /// Bounced by an operator's bounce order (`AdminService.BounceDomain`): a bounce with
     /// a DSN, but not remembered against the address.
     Cancelled(String),
+    /// Delivered before, by the ledger: the record is processed again (a crash or a
+    /// hand-over before its acknowledgement). Not attempted, counted, tracked or reported
+    /// by DSN again; its event is made again (`replayed`), as the first one may not have
+    /// been published.
+    Replayed,
 }
 
 impl Fate {
     fn outcome(&self) -> Outcome {
         match self {
-            Self::Delivered(_) => Outcome::Delivered,
+            Self::Delivered(_) | Self::Replayed => Outcome::Delivered,
             Self::Deferred { .. } => Outcome::Deferred,
             Self::Bounced { class, .. } => Outcome::Bounced(*class),
             Self::Expired { .. } => Outcome::Expired,
@@ -156,7 +161,8 @@ impl Fate {
         }
     }
 
-    /// The domain counter it adds to (suppressed recipients were not attempted).
+    /// The domain counter it adds to (suppressed recipients were not attempted; replayed
+    /// ones were counted the first time).
     fn counter(&self) -> Option<DomainCounter> {
         match self {
             Self::Delivered(_) => Some(DomainCounter::Delivered),
@@ -164,18 +170,20 @@ impl Fate {
             Self::Bounced { .. } | Self::Cancelled(_) | Self::Expired { .. } => {
                 Some(DomainCounter::Bounced)
             }
-            Self::Suppressed(_) => None,
+            Self::Suppressed(_) | Self::Replayed => None,
         }
     }
 
-    fn track_kind(&self) -> TrackKind {
-        match self {
+    /// The kind of its history entry; none for a replay (tracked the first time).
+    fn track_kind(&self) -> Option<TrackKind> {
+        Some(match self {
             Self::Delivered(_) => TrackKind::Delivered,
             Self::Deferred { .. } => TrackKind::Deferred,
             Self::Bounced { .. } | Self::Cancelled(_) => TrackKind::Bounced,
             Self::Expired { .. } => TrackKind::Expired,
             Self::Suppressed(_) => TrackKind::Suppressed,
-        }
+            Self::Replayed => return None,
+        })
     }
 
     /// The `outcome` label of `kurir_deliver_outcomes_total`.
@@ -186,6 +194,7 @@ impl Fate {
             Self::Bounced { .. } | Self::Cancelled(_) => "bounced",
             Self::Expired { .. } => "expired",
             Self::Suppressed(_) => "suppressed",
+            Self::Replayed => "replayed",
         }
     }
 
@@ -195,7 +204,7 @@ impl Fate {
             Self::Deferred { reply, .. }
             | Self::Bounced { reply, .. }
             | Self::Expired { reply, .. } => reply.as_ref(),
-            Self::Suppressed(_) | Self::Cancelled(_) => None,
+            Self::Suppressed(_) | Self::Cancelled(_) | Self::Replayed => None,
         }
     }
 
@@ -207,6 +216,7 @@ impl Fate {
             | Self::Expired { reason, .. }
             | Self::Suppressed(reason) => reason.clone(),
             Self::Cancelled(reason) => format!("cancelled by an operator: {reason}"),
+            Self::Replayed => "delivered before (ledger); record processed again".to_owned(),
         }
     }
 }
@@ -513,10 +523,9 @@ impl<Q: Queue + Clone, S: State + Clone> Node<Q, S> {
 
         let mut fates: Vec<(usize, Fate)> = Vec::new();
         let mut to_try = Vec::new();
-        let mut replayed = 0;
         for i in 0..recipients.len() {
             if delivered.get(i).copied().unwrap_or(false) {
-                replayed += 1;
+                fates.push((i, Fate::Replayed));
             } else if let Some(Some(s)) = suppressed.get(i) {
                 fates.push((
                     i,
@@ -526,7 +535,6 @@ impl<Q: Queue + Clone, S: State + Clone> Node<Q, S> {
                 to_try.push(i);
             }
         }
-        self.inner.metrics.outcome("replayed", replayed);
 
         let mut info = AttemptInfo {
             attempt: message.attempts + 1,
@@ -663,19 +671,19 @@ impl<Q: Queue + Clone, S: State + Clone> Node<Q, S> {
         let mut counts = DomainCounters::default();
         let history: Vec<TrackEntry> = fates
             .iter()
-            .map(|(i, fate)| {
+            .filter_map(|(i, fate)| {
                 match fate.counter() {
                     Some(DomainCounter::Delivered) => counts.delivered += 1,
                     Some(DomainCounter::Deferred) => counts.deferred += 1,
                     Some(DomainCounter::Bounced) => counts.bounced += 1,
                     None => {}
                 }
-                TrackEntry {
+                Some(TrackEntry {
                     at: now,
-                    kind: fate.track_kind(),
+                    kind: fate.track_kind()?,
                     recipient: Some(recipients[*i].address.to_string()),
                     detail: fate.detail(),
-                }
+                })
             })
             .collect();
         let settlement = Settlement {
@@ -833,13 +841,21 @@ fn event(
     info: &AttemptInfo,
     now: SystemTime,
 ) -> v1::Event {
+    // A replayed recipient was not part of this attempt (if there was one).
+    let replayed = matches!(fate, Fate::Replayed);
+    let (mx_host, tls_version, attempt_duration_ms) = if replayed {
+        Default::default()
+    } else {
+        let tls = info.tls_version.unwrap_or_default();
+        (info.mx_host.clone(), tls.to_owned(), info.duration_ms)
+    };
     let mut e = v1::Event {
         tenant: message.tenant.clone(),
         recipient: recipient.address.to_string(),
         routing_key: message.routing_key.to_string(),
         reply: fate.reply().map(RemoteReply::to_proto),
-        mx_host: info.mx_host.clone(),
-        tls_version: info.tls_version.unwrap_or_default().to_owned(),
+        mx_host,
+        tls_version,
         attempt: if matches!(fate, Fate::Suppressed(_)) {
             0
         } else {
@@ -849,7 +865,7 @@ fn event(
             .duration_since(message.first_seen)
             .unwrap_or_default()
             .as_millis() as i64,
-        attempt_duration_ms: info.duration_ms,
+        attempt_duration_ms,
         time_unix_ms: time_to_unix_ms(now),
         tags: message
             .tags
@@ -857,6 +873,7 @@ fn event(
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect(),
         trace: message.trace.clone(),
+        replayed,
         ..v1::Event::default()
     };
     e.set_event_id(kurir_core::MessageId::new());

@@ -1190,6 +1190,15 @@ pub struct Event {
     /// the message was not traced.
     #[prost(message, optional, tag = "17")]
     pub trace: ::core::option::Option<TraceContext>,
+    /// True when this event repeats an outcome decided before: the record was processed a
+    /// second time (after a crash or a hand-over between its delivery and its
+    /// acknowledgement) and the ledger says the recipient was already delivered, so nothing
+    /// was attempted. The first event may or may not have been published; consumers that
+    /// count outcomes key them by (`message_id`, `recipient`). Set only with
+    /// `OUTCOME_DELIVERED`; `reply`, `mx_host`, `tls_version` and `attempt_duration_ms` of the
+    /// first attempt are not known then and are absent.
+    #[prost(bool, tag = "18")]
+    pub replayed: bool,
 }
 /// An SMTP reply from the remote server.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]

@@ -122,6 +122,8 @@ measure() {
   reset_hwm $ps_before
   # shellcheck disable=SC2086
   local c0; c0=$(cpu_ticks $ps_before)
+  local p per0=()
+  for p in $ps_before; do per0+=("$(cpu_ticks "$p")"); done
   local l1; l1=$(cut -d' ' -f1 /proc/loadavg)
   echo "== $label $size: $n messages, $CONNS connections (load $l1)" >&2
   local t0 t1 t2
@@ -134,6 +136,18 @@ measure() {
   local ps_after; ps_after=$($pidsf)
   # shellcheck disable=SC2086
   local c1; c1=$(cpu_ticks $ps_after)
+  # Where a relay of several processes spent its CPU (tenths of a second per process, in
+  # the order its PIDS_FUNCTION lists them).
+  local i=0 split="" same=$ps_after
+  [ "$ps_after" = "$ps_before" ] || same="" # processes came and went (Postfix)
+  for p in $same; do
+    split+=" $(ps -o comm= -p "$p" 2>/dev/null || echo "?")=$(((($(cpu_ticks "$p") - ${per0[$i]:-0}) * 10 / hz)))"
+    i=$((i + 1))
+  done
+  if [ "$i" -gt 1 ]; then
+    echo "   CPU by process (tenths of s):$split" >&2
+    notes+=("$label $size CPU by process, tenths of a second:$split")
+  fi
   # shellcheck disable=SC2086
   local rss; rss=$(hwm_kb $ps_after)
   local l2; l2=$(cut -d' ' -f1 /proc/loadavg)
@@ -194,8 +208,8 @@ tls = "disable"
 $3
 EOF
 }
-start_kurir() { # NAME ROLES CONFIG -> pid in $started
-  "$bin/kurir" serve --role "$2" --config "$3" >"$tmp/$1.out" 2>"$tmp/$1.err" &
+start_kurir() { # NAME ROLES CONFIG [RUST_LOG] -> pid in $started
+  env ${4:+RUST_LOG=$4} "$bin/kurir" serve --role "$2" --config "$3" >"$tmp/$1.out" 2>"$tmp/$1.err" &
   started=$!
   pids+=("$started")
 }
@@ -246,7 +260,7 @@ if want cluster; then
 backend = \"kafka\"
 [queue.kafka]
 brokers = \"127.0.0.1:$bport\"
-properties = { \"batch.num.messages\" = \"1\" }
+properties = { \"linger.ms\" = \"0\" }
 [state]
 backend = \"redis\"
 [state.redis]
@@ -260,9 +274,20 @@ url = \"redis://127.0.0.1:$rport/\""
     for size in 2k 100k; do
       start_kurir submit submit "$d/submit.toml"; submit_pid=$started
       wait_port "$cport" 60
-      start_kurir deliver1 deliver "$d/deliver1.toml"; d1_pid=$started
-      start_kurir deliver2 deliver "$d/deliver2.toml"; d2_pid=$started
-      sleep 8 # consumer group joins and partition assignment
+      # Each delivery node logs its partition assignments; the row starts once both own
+      # partitions (with one node owning them all, "two delivery nodes" would be one).
+      assigned="warn,kurir_queue::kafka::consumer=info"
+      start_kurir deliver1 deliver "$d/deliver1.toml" "$assigned"; d1_pid=$started
+      start_kurir deliver2 deliver "$d/deliver2.toml" "$assigned"; d2_pid=$started
+      owned() { # NODE -> partitions it owns now (assigned minus revoked)
+        echo $(($(grep -c "partition assigned" "$tmp/$1.err") - $(grep -c "partition revoked" "$tmp/$1.err")))
+      }
+      for ((i = 0; i < 600; i++)); do
+        [ "$(owned deliver1)" -gt 0 ] && [ "$(owned deliver2)" -gt 0 ] && break
+        sleep 0.1
+      done
+      [ "$i" -lt 600 ] || echo "cluster: a delivery node owns no partition after 60 s" >&2
+      echo "   partitions owned: deliver1 $(owned deliver1), deliver2 $(owned deliver2)" >&2
       n=$N2K; [ "$size" = 2k ] || n=$N100K
       measure cluster "$size" "$n" "$cport" cluster_pids
       kill "$submit_pid" "$d1_pid" "$d2_pid"; wait "$submit_pid" "$d1_pid" "$d2_pid" || true

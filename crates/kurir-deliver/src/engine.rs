@@ -14,6 +14,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use futures::StreamExt as _;
 use kurir_core::{Address, Outcome, Recipient};
 use kurir_lifecycle::Lifecycle;
 use kurir_proto::convert::time_to_unix_ms;
@@ -338,17 +339,37 @@ impl<Q: Queue + Clone, S: State + Clone> Deliverer<Q, S> {
         {
             return Ok(()); // shut down before starting
         }
-        let mut subscription = node
-            .queue
-            .subscribe(&node.inner.config.group, &self.topics())
-            .await?;
+        // One member of the group per topic: a group balances the partitions of all its
+        // members' topics together (librdkafka's sticky assignor counts partitions, not
+        // topics), so a node subscribed to every topic in one member could be handed only
+        // retry tiers and no mail partition. A member per topic is balanced per topic.
+        let group = &node.inner.config.group;
+        let mut subscriptions = Vec::new();
+        for topic in self.topics() {
+            match node.queue.subscribe(group, &[topic]).await {
+                Ok(subscription) => subscriptions.push(subscription),
+                Err(error) => {
+                    for subscription in subscriptions {
+                        subscription.close().await;
+                    }
+                    return Err(error);
+                }
+            }
+        }
         let shutdown = node.lifecycle.shutdown_signal();
         let reaper = tokio::spawn(reap_idle(node.inner.clone(), shutdown.clone()));
         let mut partitions = tokio::task::JoinSet::new();
+        // Every member's events in one stream; `None` once any member's stream ended.
+        let mut events = futures::stream::select_all(subscriptions.iter_mut().map(|s| {
+            let events = futures::stream::unfold(s, |s| async move {
+                s.next_event().await.map(|event| (Some(event), s))
+            });
+            Box::pin(events.chain(futures::stream::once(async { None })))
+        }));
         loop {
             tokio::select! {
                 () = shutdown.wait() => break,
-                event = subscription.next_event() => match event {
+                event = events.next() => match event.flatten() {
                     Some(PartitionEvent::Assigned(stream)) => {
                         tracing::info!(topic = %stream.topic, partition = stream.partition,
                             "partition assigned");
@@ -369,6 +390,7 @@ impl<Q: Queue + Clone, S: State + Clone> Deliverer<Q, S> {
                 },
             }
         }
+        drop(events);
         partitions.abort_all();
         node.tracker.close();
         if tokio::time::timeout(drain, node.tracker.wait())
@@ -380,7 +402,9 @@ impl<Q: Queue + Clone, S: State + Clone> Deliverer<Q, S> {
                 "delivery drain timed out: unfinished records are left for the next owner"
             );
         }
-        subscription.close().await;
+        for subscription in subscriptions {
+            subscription.close().await;
+        }
         reaper.abort();
         for conn in node.inner.sites.take_all_idle() {
             conn.quit().await;

@@ -634,30 +634,34 @@ async fn a_silent_banner_times_out() {
     );
 }
 
-#[tokio::test]
-async fn a_421_at_mail_is_rejected_and_poisons_the_connection() {
-    let sink = SmtpSink::start().await.unwrap();
+/// The sink answers MAIL with `421 <text>` (and closes): sending `body` fails with that
+/// reply at MAIL, a rate limit in its text is seen, and the connection is done.
+async fn refused_at_mail_with_421(sink: &SmtpSink, body: &[u8], enhanced: &str, text: &str) {
     sink.on(
         Match::Any,
         Stage::Mail,
-        Action::reply(421, "4.3.2 shutting down"),
+        Action::reply(421, format!("{enhanced} {text}")),
     );
-    let mut conn = connect(&sink, &settings(TlsPolicy::Opportunistic)).await;
-    let err = send(&mut conn, &envelope(&["a@remote.test"]), BODY)
+    let mut conn = connect(sink, &settings(TlsPolicy::Opportunistic)).await;
+    let err = send(&mut conn, &envelope(&["a@remote.test"]), body)
         .await
         .unwrap_err();
     match &err {
         ClientError::Rejected { phase, reply } => {
             assert_eq!(*phase, Phase::Mail);
-            assert_eq!(
-                *reply,
-                RemoteReply::new(421, Some("4.3.2"), "shutting down")
-            );
+            assert_eq!(*reply, RemoteReply::new(421, Some(enhanced), text));
         }
         other => panic!("expected Rejected, got {other}"),
     }
     assert!(err.reply().unwrap().is_rate_limit());
     assert!(!conn.is_usable());
+    assert!(sink.transactions().iter().all(|t| !t.accepted()));
+}
+
+#[tokio::test]
+async fn a_421_at_mail_is_rejected_and_poisons_the_connection() {
+    let sink = SmtpSink::start().await.unwrap();
+    refused_at_mail_with_421(&sink, BODY, "4.3.2", "shutting down").await;
 }
 
 /// A receiver that answers MAIL with 421 and closes without reading the rest: with BDAT the
@@ -667,32 +671,8 @@ async fn a_421_at_mail_is_rejected_and_poisons_the_connection() {
 #[tokio::test]
 async fn a_421_that_cuts_a_chunk_short_is_the_error() {
     let sink = sink_taking(By::Bdat).await;
-    sink.on(
-        Match::Any,
-        Stage::Mail,
-        Action::reply(421, "4.7.0 too many messages, slow down"),
-    );
-    let mut conn = connect(&sink, &settings(TlsPolicy::Opportunistic)).await;
-    let err = send(
-        &mut conn,
-        &envelope(&["a@remote.test"]),
-        &big_body(16 * 1024 * 1024),
-    )
-    .await
-    .unwrap_err();
-    match &err {
-        ClientError::Rejected { phase, reply } => {
-            assert_eq!(*phase, Phase::Mail);
-            assert_eq!(
-                *reply,
-                RemoteReply::new(421, Some("4.7.0"), "too many messages, slow down")
-            );
-        }
-        other => panic!("expected Rejected, got {other}"),
-    }
-    assert!(err.reply().unwrap().is_rate_limit());
-    assert!(!conn.is_usable());
-    assert!(sink.transactions().iter().all(|t| !t.accepted()));
+    let body = big_body(16 * 1024 * 1024);
+    refused_at_mail_with_421(&sink, &body, "4.7.0", "too many messages, slow down").await;
 }
 
 #[tokio::test]

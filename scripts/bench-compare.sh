@@ -282,11 +282,16 @@ url = \"redis://127.0.0.1:$rport/\""
       owned() { # NODE -> partitions it owns now (assigned minus revoked)
         echo $(($(grep -c "partition assigned" "$tmp/$1.err") - $(grep -c "partition revoked" "$tmp/$1.err")))
       }
-      for ((i = 0; i < 600; i++)); do
-        [ "$(owned deliver1)" -gt 0 ] && [ "$(owned deliver2)" -gt 0 ] && break
-        sleep 0.1
+      # Both own partitions, and the split has not changed for 3 s (a rebalance runs in
+      # rounds, one per member that joins).
+      last="" same=0
+      for ((i = 0; i < 120; i++)); do
+        now_owned="$(owned deliver1) $(owned deliver2)"
+        if [ "$now_owned" = "$last" ]; then same=$((same + 1)); else same=0; last=$now_owned; fi
+        [ "$(owned deliver1)" -gt 0 ] && [ "$(owned deliver2)" -gt 0 ] && [ "$same" -ge 6 ] && break
+        sleep 0.5
       done
-      [ "$i" -lt 600 ] || echo "cluster: a delivery node owns no partition after 60 s" >&2
+      [ "$i" -lt 120 ] || echo "cluster: the delivery nodes' partitions did not settle in 60 s" >&2
       echo "   partitions owned: deliver1 $(owned deliver1), deliver2 $(owned deliver2)" >&2
       n=$N2K; [ "$size" = 2k ] || n=$N100K
       measure cluster "$size" "$n" "$cport" cluster_pids

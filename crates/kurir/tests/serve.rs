@@ -368,4 +368,89 @@ fn survives_sigkill(cluster: bool) {
         .status();
     assert!(kill.expect("run kill").success());
     assert!(wait_for_exit(&mut running.0).success());
+
+    // Every recipient has a DELIVERED event, the ones whose first event the kill may have
+    // cut off included (a replay makes it again, marked).
+    let recipients: Vec<String> = (0..N)
+        .map(|i| format!("u{i}@{}", domains[i % domains.len()]))
+        .collect();
+    let replayed = peers
+        .runtime
+        .block_on(delivered_events(&config, &recipients));
+    eprintln!("{replayed} replayed DELIVERED events read");
+}
+
+/// Reads the events topic of the (stopped) node `config` describes, in a consumer group of
+/// its own, until every one of `recipients` has a DELIVERED event (at most 30 s); returns
+/// how many of the DELIVERED events read were replays.
+async fn delivered_events(config: &Path, recipients: &[String]) -> usize {
+    use kurir::config::Config;
+    use kurir_queue::config::Backend;
+    let config = Config::load(Some(config), std::iter::empty()).expect("the config");
+    let topic = config.queue.topics().events();
+    match config.queue.backend {
+        Backend::Embedded => {
+            let dir = config.embedded_queue_dir();
+            let queue = kurir_queue::embedded::EmbeddedQueue::open(&dir, &config.queue)
+                .expect("the node's queue");
+            read_delivered(queue, topic, recipients).await
+        }
+        Backend::Kafka => {
+            let queue = kurir_queue::kafka::KafkaQueue::connect(&config.queue).expect("kafka");
+            read_delivered(queue, topic, recipients).await
+        }
+    }
+}
+
+async fn read_delivered<Q: kurir_queue::Queue>(
+    queue: Q,
+    topic: String,
+    recipients: &[String],
+) -> usize {
+    use kurir_proto::v1::{Event, Outcome};
+    use kurir_queue::PartitionEvent;
+    let mut missing: std::collections::HashSet<&str> =
+        recipients.iter().map(String::as_str).collect();
+    let mut replayed = 0;
+    let mut sub = queue
+        .subscribe("test-events", &[topic])
+        .await
+        .expect("subscribe");
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !missing.is_empty() {
+        tokio::select! {
+            event = sub.next_event() => match event {
+                Some(PartitionEvent::Assigned(mut stream)) => {
+                    let tx = tx.clone();
+                    tokio::spawn(async move {
+                        while let Some(record) = stream.next().await {
+                            let event = Event::decode_bytes(record.value.clone()).expect("event");
+                            record.ack.done();
+                            if tx.send(event).is_err() {
+                                return;
+                            }
+                        }
+                    });
+                }
+                Some(PartitionEvent::Revoked { .. }) => {}
+                None => break,
+            },
+            Some(event) = rx.recv() => {
+                if event.outcome() == Outcome::Delivered {
+                    missing.remove(event.recipient.as_str());
+                    replayed += usize::from(event.replayed);
+                }
+            }
+            () = tokio::time::sleep_until(deadline) => break,
+        }
+    }
+    sub.close().await;
+    assert!(
+        missing.is_empty(),
+        "{} delivered recipients without a DELIVERED event: {:?}",
+        missing.len(),
+        missing.iter().take(10).collect::<Vec<_>>()
+    );
+    replayed
 }

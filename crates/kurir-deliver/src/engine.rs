@@ -339,22 +339,31 @@ impl<Q: Queue + Clone, S: State + Clone> Deliverer<Q, S> {
         {
             return Ok(()); // shut down before starting
         }
-        // One member of the group per topic: a group balances the partitions of all its
-        // members' topics together (librdkafka's sticky assignor counts partitions, not
-        // topics), so a node subscribed to every topic in one member could be handed only
-        // retry tiers and no mail partition. A member per topic is balanced per topic.
+        // A consumer group per topic (`kurir_queue::delivery_group`): each topic's
+        // partitions are balanced over the nodes on their own.
         let group = &node.inner.config.group;
+        let (topics, mail) = (self.topics(), node.topics.mail());
+        let groups: Vec<String> = topics
+            .iter()
+            .map(|t| kurir_queue::delivery_group(group, t, &mail))
+            .collect();
+        let joins = topics
+            .iter()
+            .zip(&groups)
+            .map(|(t, g)| node.queue.subscribe(g, std::slice::from_ref(t)));
         let mut subscriptions = Vec::new();
-        for topic in self.topics() {
-            match node.queue.subscribe(group, &[topic]).await {
+        let mut failed = None;
+        for joined in futures::future::join_all(joins).await {
+            match joined {
                 Ok(subscription) => subscriptions.push(subscription),
-                Err(error) => {
-                    for subscription in subscriptions {
-                        subscription.close().await;
-                    }
-                    return Err(error);
-                }
+                Err(error) => failed = Some(error),
             }
+        }
+        if let Some(error) = failed {
+            for subscription in subscriptions {
+                subscription.close().await;
+            }
+            return Err(error);
         }
         let shutdown = node.lifecycle.shutdown_signal();
         let reaper = tokio::spawn(reap_idle(node.inner.clone(), shutdown.clone()));

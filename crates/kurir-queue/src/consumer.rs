@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use crate::record::IncomingRecord;
@@ -94,5 +95,83 @@ impl Subscription {
 impl Drop for Subscription {
     fn drop(&mut self) {
         self.control.close();
+    }
+}
+
+/// Every record of every partition a [`Subscription`] is assigned, as one stream
+/// ([`Subscription::all_records`]): a task per assigned partition forwards its records.
+/// For readers that take each record as it comes, need no order across partitions and ack
+/// each one as soon as they have it (the demo's outcome tally, tests).
+#[derive(Debug)]
+pub struct AllRecords {
+    subscription: Subscription,
+    tx: mpsc::UnboundedSender<AckedRecord>,
+    rx: mpsc::UnboundedReceiver<AckedRecord>,
+}
+
+/// A record [`AllRecords`] handed out (and acknowledged).
+#[derive(Debug, Clone)]
+pub struct AckedRecord {
+    pub topic: Arc<str>,
+    pub partition: u32,
+    pub key: String,
+    pub value: Bytes,
+}
+
+impl Subscription {
+    /// This subscription's records as one stream (see [`AllRecords`]).
+    pub fn all_records(self) -> AllRecords {
+        let (tx, rx) = mpsc::unbounded_channel();
+        AllRecords {
+            subscription: self,
+            tx,
+            rx,
+        }
+    }
+}
+
+impl AllRecords {
+    /// The next record of any assigned partition, already acknowledged; `None` once the
+    /// subscription has ended.
+    pub async fn next(&mut self) -> Option<AckedRecord> {
+        loop {
+            tokio::select! {
+                event = self.subscription.next_event() => match event {
+                    Some(PartitionEvent::Assigned(mut stream)) => {
+                        let tx = self.tx.clone();
+                        tokio::spawn(async move {
+                            while let Some(record) = stream.next().await {
+                                let IncomingRecord {
+                                    topic,
+                                    partition,
+                                    key,
+                                    value,
+                                    ack,
+                                    ..
+                                } = record;
+                                ack.done();
+                                let acked = AckedRecord {
+                                    topic,
+                                    partition,
+                                    key,
+                                    value,
+                                };
+                                if tx.send(acked).is_err() {
+                                    return;
+                                }
+                            }
+                        });
+                    }
+                    Some(PartitionEvent::Revoked { .. }) => {}
+                    None => return None,
+                },
+                Some(record) = self.rx.recv() => return Some(record),
+            }
+        }
+    }
+
+    /// Leaves the group ([`Subscription::close`]).
+    pub async fn close(self) {
+        self.subscription.close().await;
     }
 }

@@ -32,10 +32,12 @@ pub mod watermark;
 use std::future::Future;
 
 pub use config::QueueConfig;
-pub use consumer::{PartitionEvent, PartitionStream, Subscription, SubscriptionControl};
+pub use consumer::{
+    AckedRecord, AllRecords, PartitionEvent, PartitionStream, Subscription, SubscriptionControl,
+};
 pub use error::{PublishError, QueueError};
 pub use record::{IncomingRecord, NOT_BEFORE_HEADER, OutgoingRecord};
-pub use topic::{TopicSpec, Topics};
+pub use topic::{TopicSpec, Topics, delivery_group};
 pub use watermark::{Ack, PartitionTracker};
 
 /// How far a consumer group is behind on one partition.

@@ -408,44 +408,31 @@ async fn read_delivered<Q: kurir_queue::Queue>(
     recipients: &[String],
 ) -> usize {
     use kurir_proto::v1::{Event, Outcome};
-    use kurir_queue::PartitionEvent;
     let mut missing: std::collections::HashSet<&str> =
         recipients.iter().map(String::as_str).collect();
     let mut replayed = 0;
-    let mut sub = queue
+    let mut records = queue
         .subscribe("test-events", &[topic])
         .await
-        .expect("subscribe");
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        .expect("subscribe")
+        .all_records();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while !missing.is_empty() {
         tokio::select! {
-            event = sub.next_event() => match event {
-                Some(PartitionEvent::Assigned(mut stream)) => {
-                    let tx = tx.clone();
-                    tokio::spawn(async move {
-                        while let Some(record) = stream.next().await {
-                            let event = Event::decode_bytes(record.value.clone()).expect("event");
-                            record.ack.done();
-                            if tx.send(event).is_err() {
-                                return;
-                            }
-                        }
-                    });
+            record = records.next() => match record {
+                Some(record) => {
+                    let event = Event::decode_bytes(record.value).expect("an event");
+                    if event.outcome() == Outcome::Delivered {
+                        missing.remove(event.recipient.as_str());
+                        replayed += usize::from(event.replayed);
+                    }
                 }
-                Some(PartitionEvent::Revoked { .. }) => {}
                 None => break,
             },
-            Some(event) = rx.recv() => {
-                if event.outcome() == Outcome::Delivered {
-                    missing.remove(event.recipient.as_str());
-                    replayed += usize::from(event.replayed);
-                }
-            }
             () = tokio::time::sleep_until(deadline) => break,
         }
     }
-    sub.close().await;
+    records.close().await;
     assert!(
         missing.is_empty(),
         "{} delivered recipients without a DELIVERED event: {:?}",

@@ -21,7 +21,7 @@ use kurir_lifecycle::Lifecycle;
 use kurir_proto::{Queued, v1};
 use kurir_queue::embedded::EmbeddedQueue;
 use kurir_queue::kafka::KafkaQueue;
-use kurir_queue::{OutgoingRecord, PartitionEvent, Queue, QueueConfig};
+use kurir_queue::{OutgoingRecord, Queue, QueueConfig};
 use kurir_state::embedded::EmbeddedState;
 use kurir_state::redis::RedisState;
 use kurir_state::{State, StateConfig};
@@ -432,33 +432,23 @@ async fn collect_topic<Q: Queue>(
     stop: tokio::sync::watch::Receiver<bool>,
     mut push: impl FnMut(Bytes) + Send,
 ) {
-    let mut sub = queue.subscribe(group, &[topic]).await.unwrap();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut records = queue
+        .subscribe(group, &[topic])
+        .await
+        .unwrap()
+        .all_records();
     let mut stop = stop;
     loop {
         tokio::select! {
             // Leave the group while the broker still runs (see `Env`'s `Drop`).
             _ = stop.changed() => {
-                sub.close().await;
+                records.close().await;
                 return;
             }
-            event = sub.next_event() => match event {
-                Some(PartitionEvent::Assigned(mut stream)) => {
-                    let tx = tx.clone();
-                    tokio::spawn(async move {
-                        while let Some(record) = stream.next().await {
-                            let value = record.value.clone();
-                            record.ack.done();
-                            if tx.send(value).is_err() {
-                                return;
-                            }
-                        }
-                    });
-                }
-                Some(PartitionEvent::Revoked { .. }) => {}
+            record = records.next() => match record {
+                Some(record) => push(record.value),
                 None => return,
             },
-            Some(value) = rx.recv() => push(value),
         }
     }
 }

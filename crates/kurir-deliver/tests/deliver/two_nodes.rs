@@ -6,7 +6,9 @@ use std::collections::HashMap;
 
 use kurir_proto::v1::Outcome;
 
-use crate::harness::{Env, SENDER, scenario, wait_until};
+use kurir_testkit::wait_for;
+
+use crate::harness::{Env, SENDER, WAIT, scenario, wait_until};
 
 const DOMAINS: usize = 16;
 
@@ -29,33 +31,40 @@ async fn run(env: Env) {
     }
     let a = env.node(env.config()).await;
     let b = env.node(env.config()).await;
-    // Both members hold partitions (the group has formed) before mail arrives; otherwise
-    // the first member could deliver everything before the second joins.
-    let total = env.partition_count();
-    wait_until(|| {
-        let (pa, pb) = (a.assigned_partitions(), b.assigned_partitions());
-        !pa.is_empty() && !pb.is_empty() && pa.len() + pb.len() == total
-    })
-    .await;
-    // Each topic is shared: a node holding only retry tiers would take no new mail (the
-    // sticky assignor balanced partition counts over all topics of a member together until
-    // each node subscribed a member per topic).
+    // Every topic (each read in a consumer group of its own) is split between the two
+    // nodes before mail arrives; otherwise the first node could deliver everything before
+    // the second joins. Split per topic: a node holding only retry tiers would take no new
+    // mail (as happened while one group covered all topics: the sticky assignor balanced
+    // partition counts over all of a member's topics together).
     let topics = env.queue_config.topics();
     let tiers = env
         .queue_config
         .retry_tiers
         .iter()
         .map(|d| topics.retry(*d));
-    for topic in std::iter::once(topics.mail()).chain(tiers) {
+    let all: Vec<String> = std::iter::once(topics.mail()).chain(tiers).collect();
+    let split = |topic: &str| {
         let count = |node: &crate::harness::Node| {
             let owned = node.assigned_partitions();
-            owned.iter().filter(|(t, _)| *t == topic).count()
+            owned.iter().filter(|(t, _)| t == topic).count()
         };
-        let (in_a, in_b) = (count(&a), count(&b));
-        assert!(
-            in_a.abs_diff(in_b) <= 1 && in_a + in_b > 0,
-            "{topic}: {in_a} and {in_b} partitions"
-        );
+        (count(&a), count(&b))
+    };
+    let total = env.partition_count();
+    let shared = || {
+        let owned = a.assigned_partitions().len() + b.assigned_partitions().len();
+        owned == total
+            && all.iter().all(|t| {
+                let (in_a, in_b) = split(t);
+                in_a.abs_diff(in_b) <= 1 && in_a > 0 && in_b > 0
+            })
+    };
+    let every_topic_split = wait_for("every topic split", WAIT, || async {
+        shared().then_some(())
+    });
+    if every_topic_split.await.is_err() {
+        let splits: Vec<_> = all.iter().map(|t| (t, split(t))).collect();
+        panic!("the topics were not split between the nodes: {splits:?}");
     }
 
     submit(&env, 0..48).await;

@@ -80,7 +80,8 @@ fn state_status(error: kurir_state::StateError) -> tonic::Status {
 pub struct AdminHooks {
     /// Per-site delivery state; `None` when this process does not deliver.
     pub sites: Option<Arc<dyn Fn() -> Vec<v1::SiteStats> + Send + Sync>>,
-    /// The delivery group's name and its topics (mail and retry tiers), for lag.
+    /// The delivery group's name and its topics (the mail topic first, then the retry
+    /// tiers), for lag (each topic in its `kurir_queue::delivery_group`).
     pub group: String,
     pub delivery_topics: Vec<String>,
     /// Every topic with its partition count, for `InitTopics`.

@@ -29,7 +29,7 @@ use kurir_proto::v1::suppression_service_client::SuppressionServiceClient;
 use kurir_proto::{Queued, v1};
 use kurir_queue::embedded::EmbeddedQueue;
 use kurir_queue::kafka::KafkaQueue;
-use kurir_queue::{PartitionEvent, Queue, QueueConfig};
+use kurir_queue::{Queue, QueueConfig};
 use kurir_state::embedded::EmbeddedState;
 use kurir_state::redis::RedisState;
 use kurir_state::{State, StateConfig};
@@ -473,32 +473,22 @@ async fn collect<Q: Queue>(
     mut stop: tokio::sync::watch::Receiver<bool>,
     mut push: impl FnMut(String, Bytes) + Send,
 ) {
-    let mut sub = queue.subscribe(group, &[topic]).await.unwrap();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut records = queue
+        .subscribe(group, &[topic])
+        .await
+        .unwrap()
+        .all_records();
     loop {
         tokio::select! {
             // Leave the group while the broker still runs (see `Harness`'s `Drop`).
             _ = stop.changed() => {
-                sub.close().await;
+                records.close().await;
                 return;
             }
-            event = sub.next_event() => match event {
-                Some(PartitionEvent::Assigned(mut stream)) => {
-                    let tx = tx.clone();
-                    tokio::spawn(async move {
-                        while let Some(record) = stream.next().await {
-                            let item = (record.key.clone(), record.value.clone());
-                            record.ack.done();
-                            if tx.send(item).is_err() {
-                                return;
-                            }
-                        }
-                    });
-                }
-                Some(PartitionEvent::Revoked { .. }) => {}
+            record = records.next() => match record {
+                Some(record) => push(record.key, record.value),
                 None => return,
             },
-            Some((key, value)) = rx.recv() => push(key, value),
         }
     }
 }

@@ -12,8 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use kurir_loadtest::latency::{Latency, Percentiles};
 use kurir_proto::v1;
-use kurir_queue::{PartitionEvent, Queue};
-use tokio::sync::mpsc;
+use kurir_queue::Queue;
 use tokio::task::JoinHandle;
 
 /// The demo's consumer group on the events topic.
@@ -97,30 +96,12 @@ fn lock(tally: &Mutex<Tally>) -> MutexGuard<'_, Tally> {
     tally.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Reads every assigned partition, acknowledging each record once tallied.
-async fn consume(mut subscription: kurir_queue::Subscription, tally: Arc<Mutex<Tally>>) {
-    let (tx, mut rx) = mpsc::unbounded_channel::<v1::Event>();
-    loop {
-        tokio::select! {
-            event = subscription.next_event() => match event {
-                Some(PartitionEvent::Assigned(mut stream)) => {
-                    let tx = tx.clone();
-                    tokio::spawn(async move {
-                        while let Some(record) = stream.next().await {
-                            let event = v1::Event::decode_bytes(record.value.clone());
-                            record.ack.done();
-                            if let Ok(event) = event
-                                && tx.send(event).is_err()
-                            {
-                                return;
-                            }
-                        }
-                    });
-                }
-                Some(PartitionEvent::Revoked { .. }) => {}
-                None => return,
-            },
-            Some(event) = rx.recv() => lock(&tally).add(&event),
+/// Reads every assigned partition, acknowledging each record as it is tallied.
+async fn consume(subscription: kurir_queue::Subscription, tally: Arc<Mutex<Tally>>) {
+    let mut records = subscription.all_records();
+    while let Some(record) = records.next().await {
+        if let Ok(event) = v1::Event::decode_bytes(record.value) {
+            lock(&tally).add(&event);
         }
     }
 }

@@ -282,8 +282,8 @@ url = \"redis://127.0.0.1:$rport/\""
       owned() { # NODE -> partitions it owns now (assigned minus revoked)
         echo $(($(grep -c "partition assigned" "$tmp/$1.err") - $(grep -c "partition revoked" "$tmp/$1.err")))
       }
-      # Both own partitions, and the split has not changed for 3 s (a rebalance runs in
-      # rounds, one per member that joins).
+      # Both own partitions, and the split has not changed for 3 s (each topic's group
+      # rebalances on its own, as the nodes join).
       last="" same=0
       for ((i = 0; i < 120; i++)); do
         now_owned="$(owned deliver1) $(owned deliver2)"

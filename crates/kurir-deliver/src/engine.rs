@@ -117,6 +117,8 @@ struct Node<Q, S> {
     lifecycle: Lifecycle,
     topics: Topics,
     tiers: Vec<Duration>,
+    /// The topics it reads, each with its consumer group.
+    subscriptions: Vec<kurir_queue::DeliverySubscription>,
     tracker: TaskTracker,
     /// Partitions this node owns now.
     assigned: Mutex<std::collections::BTreeSet<(String, u32)>>,
@@ -262,6 +264,7 @@ impl<Q: Queue + Clone, S: State + Clone> Deliverer<Q, S> {
         lifecycle: Lifecycle,
     ) -> Result<Self, DeliverError> {
         config.validate()?;
+        let subscriptions = queue_config.delivery_subscriptions(&config.group);
         let router = Router::new(&config).map_err(DeliverError::Resolver)?;
         let roots =
             crate::client::tls_roots(config.tls.ca_file.as_deref()).map_err(DeliverError::Roots)?;
@@ -296,6 +299,7 @@ impl<Q: Queue + Clone, S: State + Clone> Deliverer<Q, S> {
                 lifecycle,
                 topics: queue_config.topics(),
                 tiers: queue_config.retry_tiers.clone(),
+                subscriptions,
                 tracker: TaskTracker::new(),
                 assigned: Mutex::default(),
             }),
@@ -317,14 +321,6 @@ impl<Q: Queue + Clone, S: State + Clone> Deliverer<Q, S> {
         self.node.inner.sites.snapshot()
     }
 
-    /// The topics a delivery node consumes: the mail topic and every retry tier.
-    pub fn topics(&self) -> Vec<String> {
-        let node = &self.node;
-        std::iter::once(node.topics.mail())
-            .chain(node.tiers.iter().map(|d| node.topics.retry(*d)))
-            .collect()
-    }
-
     /// Joins the consumer group and delivers until shutdown; then stops taking records,
     /// lets the records in flight finish for up to `drain` (what is not finished is left
     /// for the next owner), leaves the group and closes idle connections.
@@ -339,18 +335,11 @@ impl<Q: Queue + Clone, S: State + Clone> Deliverer<Q, S> {
         {
             return Ok(()); // shut down before starting
         }
-        // A consumer group per topic (`kurir_queue::delivery_group`): each topic's
-        // partitions are balanced over the nodes on their own.
-        let group = &node.inner.config.group;
-        let (topics, mail) = (self.topics(), node.topics.mail());
-        let groups: Vec<String> = topics
-            .iter()
-            .map(|t| kurir_queue::delivery_group(group, t, &mail))
-            .collect();
-        let joins = topics
-            .iter()
-            .zip(&groups)
-            .map(|(t, g)| node.queue.subscribe(g, std::slice::from_ref(t)));
+        // Each topic in a consumer group of its own (`QueueConfig::delivery_subscriptions`).
+        let joins = node.subscriptions.iter().map(|s| {
+            node.queue
+                .subscribe(&s.group, std::slice::from_ref(&s.topic))
+        });
         let mut subscriptions = Vec::new();
         let mut failed = None;
         for joined in futures::future::join_all(joins).await {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::topic::{TopicSpec, Topics};
+use crate::topic::{DeliverySubscription, TopicSpec, Topics};
 
 /// Which backend carries the queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
@@ -189,6 +189,28 @@ impl QueueConfig {
 
     pub fn topics(&self) -> Topics {
         Topics::new(&self.topic_prefix)
+    }
+
+    /// What the delivery nodes of consumer group `group` read: the mail topic, in `group`
+    /// itself, then each retry tier, in `<group>.<topic>`. A group per topic, so that each
+    /// topic's partitions are balanced over the nodes on their own: in one group for all
+    /// topics, librdkafka's sticky assignor balances partition counts per member over all
+    /// its topics (a node could get only retry tiers and no mail), and members with
+    /// different topics in one group stalled Tansu's rebalances for tens of seconds.
+    pub fn delivery_subscriptions(&self, group: &str) -> Vec<DeliverySubscription> {
+        let topics = self.topics();
+        let mail = DeliverySubscription {
+            group: group.to_owned(),
+            topic: topics.mail(),
+        };
+        let tiers = self.retry_tiers.iter().map(|&delay| {
+            let topic = topics.retry(delay);
+            DeliverySubscription {
+                group: format!("{group}.{topic}"),
+                topic,
+            }
+        });
+        std::iter::once(mail).chain(tiers).collect()
     }
 
     /// Every topic kurir uses, with its partition count.

@@ -37,7 +37,7 @@ pub use consumer::{
 };
 pub use error::{PublishError, QueueError};
 pub use record::{IncomingRecord, NOT_BEFORE_HEADER, OutgoingRecord};
-pub use topic::{TopicSpec, Topics, delivery_group};
+pub use topic::{DeliverySubscription, TopicSpec, Topics};
 pub use watermark::{Ack, PartitionTracker};
 
 /// How far a consumer group is behind on one partition.

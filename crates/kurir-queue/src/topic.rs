@@ -38,18 +38,12 @@ impl Topics {
     }
 }
 
-/// The consumer group in which the delivery nodes of `group` read `topic`: `group` itself
-/// for the mail topic `mail`, `<group>.<topic>` for each retry tier. A group per topic, so
-/// that each topic's partitions are balanced over the nodes on their own: in one group for
-/// all topics, librdkafka's sticky assignor balances partition counts per member over all
-/// its topics (a node could get only retry tiers and no mail), and members with different
-/// topics in one group stalled Tansu's rebalances for tens of seconds.
-pub fn delivery_group(group: &str, topic: &str, mail: &str) -> String {
-    if topic == mail {
-        group.to_owned()
-    } else {
-        format!("{group}.{topic}")
-    }
+/// A topic delivery nodes read, and the consumer group they read it in
+/// ([`crate::QueueConfig::delivery_subscriptions`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliverySubscription {
+    pub group: String,
+    pub topic: String,
 }
 
 /// A duration in its largest exact unit (`300s` → `5m`, `90s` → `90s`), so that topic names

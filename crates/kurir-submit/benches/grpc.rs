@@ -133,8 +133,7 @@ fn start(rt: &Runtime, window: usize) -> Server {
         );
         let hooks = AdminHooks {
             sites: None,
-            group: "kurir-deliver".into(),
-            delivery_topics: vec![topics.mail()],
+            delivery: queue_config.delivery_subscriptions("kurir-deliver")[..1].to_vec(),
             topic_specs: queue_config.topic_specs(),
             max_age: Duration::from_secs(5 * 86_400),
         };

@@ -363,14 +363,9 @@ async fn bind_grpc(config: &Config) -> anyhow::Result<TcpListener> {
 
 /// What the admin API needs from the rest of the node.
 fn admin_hooks(config: &Config, sites: Option<SitesHook>) -> AdminHooks {
-    let topics = config.queue.topics();
-    let delivery_topics = std::iter::once(topics.mail())
-        .chain(config.queue.retry_tiers.iter().map(|d| topics.retry(*d)))
-        .collect();
     AdminHooks {
         sites,
-        group: config.deliver.group.clone(),
-        delivery_topics,
+        delivery: config.queue.delivery_subscriptions(&config.deliver.group),
         topic_specs: config.queue.topic_specs(),
         max_age: config.deliver.max_age,
     }

@@ -12,10 +12,12 @@ use kurir_loadtest::message::{HEADER, RecipientPlan, SizeMix, Stamp};
 use kurir_loadtest::send::{GrpcMode, GrpcTarget, SendConfig, SendReport, Transport};
 use kurir_proto::Queued;
 use kurir_queue::embedded::EmbeddedQueue;
-use kurir_queue::{PartitionEvent, Queue, QueueConfig};
+use kurir_queue::{Queue, QueueConfig};
 use kurir_state::StateConfig;
 use kurir_state::embedded::EmbeddedState;
-use kurir_submit::grpc::{AdminHooks, ApiKeyConfig, ApiService, GrpcConfig, GrpcServer};
+use kurir_submit::grpc::{
+    AdminHooks, ApiKeyConfig, ApiService, GrpcConfig, GrpcServer, api_key_sha256,
+};
 use kurir_submit::publish::{PublishConfig, Publisher};
 use tempfile::TempDir;
 use tokio::net::TcpListener;
@@ -36,14 +38,6 @@ impl Drop for Server {
     fn drop(&mut self) {
         self.lifecycle.shutdown();
     }
-}
-
-fn sha256_hex(key: &str) -> String {
-    ring::digest::digest(&ring::digest::SHA256, key.as_bytes())
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 async fn server() -> Server {
@@ -74,7 +68,7 @@ async fn server() -> Server {
         listen: "127.0.0.1:0".parse().unwrap(),
         api_keys: vec![ApiKeyConfig {
             name: "loadtest".into(),
-            sha256: sha256_hex(KEY),
+            sha256: api_key_sha256(KEY),
             tenant: "default".into(),
             services: vec![ApiService::Submission],
             rate_per_second: 0.0,
@@ -83,8 +77,7 @@ async fn server() -> Server {
     };
     let hooks = AdminHooks {
         sites: None,
-        group: "kurir-deliver".into(),
-        delivery_topics: vec![topics.mail()],
+        delivery: queue_config.delivery_subscriptions("kurir-deliver")[..1].to_vec(),
         topic_specs: queue_config.topic_specs(),
         max_age: Duration::from_secs(3600),
     };
@@ -113,18 +106,11 @@ async fn server() -> Server {
 
 /// Collects every mail record in a consumer group of the test's own.
 async fn collect(queue: EmbeddedQueue, topic: String, queued: Arc<Mutex<Vec<Queued>>>) {
-    let mut subscription = queue.subscribe("loadtest-test", &[topic]).await.unwrap();
-    while let Some(event) = subscription.next_event().await {
-        if let PartitionEvent::Assigned(mut stream) = event {
-            let queued = queued.clone();
-            tokio::spawn(async move {
-                while let Some(record) = stream.next().await {
-                    let message = Queued::decode(record.value.clone()).unwrap();
-                    record.ack.done();
-                    queued.lock().unwrap().push(message);
-                }
-            });
-        }
+    let subscription = queue.subscribe("loadtest-test", &[topic]).await.unwrap();
+    let mut records = subscription.all_records();
+    while let Some(record) = records.next().await {
+        let message = Queued::decode(record.value).unwrap();
+        queued.lock().unwrap().push(message);
     }
 }
 

@@ -1,6 +1,7 @@
-//! Two delivery nodes in one consumer group share the partitions of every topic (the mail
-//! topic's half each): both deliver, every message arrives exactly once, and when one node
-//! leaves the other takes over its partitions and delivers what remains.
+//! Two delivery nodes share the partitions of every topic (each topic read in a consumer
+//! group of its own; the mail topic's half each): both deliver, every message arrives
+//! exactly once, and when one node leaves the other takes over its partitions and delivers
+//! what remains.
 
 use std::collections::HashMap;
 

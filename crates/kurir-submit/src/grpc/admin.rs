@@ -91,12 +91,12 @@ impl<Q: Queue, S: State> AdminService for AdminApi<Q, S> {
         request: Request<QueueStatsRequest>,
     ) -> Result<Response<QueueStatsResponse>, Status> {
         self.caller(&request)?;
-        let (group, topics) = (&self.hooks.group, &self.hooks.delivery_topics);
-        let mail = topics.first().map(String::as_str).unwrap_or_default();
-        let lags = try_join_all(topics.iter().map(|topic| {
-            let group = kurir_queue::delivery_group(group, topic, mail);
-            async move { self.queue.lag(&group, topic).await }
-        }))
+        let lags = try_join_all(
+            self.hooks
+                .delivery
+                .iter()
+                .map(|s| self.queue.lag(&s.group, &s.topic)),
+        )
         .await
         .map_err(queue_status)?;
         let partitions = lags.iter().flatten().map(partition_stats).collect();

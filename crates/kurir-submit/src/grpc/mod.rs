@@ -80,10 +80,9 @@ fn state_status(error: kurir_state::StateError) -> tonic::Status {
 pub struct AdminHooks {
     /// Per-site delivery state; `None` when this process does not deliver.
     pub sites: Option<Arc<dyn Fn() -> Vec<v1::SiteStats> + Send + Sync>>,
-    /// The delivery group's name and its topics (the mail topic first, then the retry
-    /// tiers), for lag (each topic in its `kurir_queue::delivery_group`).
-    pub group: String,
-    pub delivery_topics: Vec<String>,
+    /// The topics delivery reads, each with its consumer group
+    /// (`QueueConfig::delivery_subscriptions`), for lag.
+    pub delivery: Vec<kurir_queue::DeliverySubscription>,
     /// Every topic with its partition count, for `InitTopics`.
     pub topic_specs: Vec<kurir_queue::TopicSpec>,
     /// The default length of a bounce order (`deliver.max_age`).
@@ -94,8 +93,7 @@ impl std::fmt::Debug for AdminHooks {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AdminHooks")
             .field("sites", &self.sites.is_some())
-            .field("group", &self.group)
-            .field("delivery_topics", &self.delivery_topics)
+            .field("delivery", &self.delivery)
             .finish_non_exhaustive()
     }
 }

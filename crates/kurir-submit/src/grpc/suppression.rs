@@ -310,8 +310,19 @@ fn entry_from_proto(
     now: SystemTime,
 ) -> Result<Suppression, Status> {
     let field = |name: &str| format!("entries[{i}].{name}");
-    let address = Address::parse(&entry.address).map_err(|e| invalid(field("address"), e))?;
     let scope = scope_for(caller, entry.scope, &field("scope"))?;
+    suppression_from_proto(entry, scope, now, field)
+}
+
+/// An entry of the API as the state's, in `scope`, checked; `field` names a field in
+/// errors, and an entry without a creation time is dated `now`.
+pub fn suppression_from_proto(
+    entry: &v1::Suppression,
+    scope: Scope,
+    now: SystemTime,
+    field: impl Fn(&str) -> String,
+) -> Result<Suppression, Status> {
+    let address = Address::parse(&entry.address).map_err(|e| invalid(field("address"), e))?;
     let reason = reason_from_proto(entry.reason)
         .ok_or_else(|| invalid(field("reason"), format!("unknown reason {}", entry.reason)))?;
     if entry.source.len() > MAX_SOURCE {
@@ -346,7 +357,7 @@ fn time(ms: i64, field: &str) -> Result<SystemTime, Status> {
 }
 
 /// A proto reason as the state's; `None` for a value this build does not know.
-pub fn reason_from_proto(reason: i32) -> Option<Reason> {
+fn reason_from_proto(reason: i32) -> Option<Reason> {
     Some(match SuppressionReason::try_from(reason).ok()? {
         SuppressionReason::HardBounce => Reason::HardBounce,
         SuppressionReason::SoftBounces => Reason::SoftBounces,

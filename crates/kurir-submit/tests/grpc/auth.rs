@@ -183,8 +183,7 @@ async fn a_bad_certificate_fails_the_start() {
     );
     let hooks = kurir_submit::grpc::AdminHooks {
         sites: None,
-        group: "g".into(),
-        delivery_topics: Vec::new(),
+        delivery: Vec::new(),
         topic_specs: Vec::new(),
         max_age: Duration::from_secs(1),
     };

@@ -206,13 +206,9 @@ fn setup(dir: &TempDir, ca: &TestCa) -> Setup {
         drain_timeout: Duration::from_secs(1),
         ..QueueConfig::default()
     };
-    let topics = queue.topics();
     let hooks = AdminHooks {
         sites: None,
-        group: "kurir-deliver".into(),
-        delivery_topics: std::iter::once(topics.mail())
-            .chain(queue.retry_tiers.iter().map(|d| topics.retry(*d)))
-            .collect(),
+        delivery: queue.delivery_subscriptions("kurir-deliver"),
         topic_specs: queue.topic_specs(),
         max_age: Duration::from_secs(5 * 86_400),
     };

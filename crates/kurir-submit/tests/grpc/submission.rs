@@ -894,8 +894,10 @@ async fn queue_failures_map_to_status_codes() {
     };
     let hooks = AdminHooks {
         sites: None,
-        group: "kurir-deliver".into(),
-        delivery_topics: vec!["kurir.mail".into()],
+        delivery: vec![kurir_queue::DeliverySubscription {
+            group: "kurir-deliver".into(),
+            topic: "kurir.mail".into(),
+        }],
         topic_specs: Vec::new(),
         max_age: Duration::from_secs(86_400),
     };

@@ -18,18 +18,14 @@ use std::io::Read;
 use std::path::Path;
 use std::time::SystemTime;
 
-use kurir_core::Address;
-use kurir_proto::convert::time_from_unix_ms;
 use kurir_proto::v1::{self, SuppressionReason};
 use kurir_state::bulk::{self, ImportDefaults, Parser};
-use kurir_state::{Reason, Scope, Suppression, Tenant};
-use kurir_submit::grpc::suppression::{entry_to_proto, reason_from_proto};
+use kurir_state::{Reason, Scope, Tenant};
+use kurir_submit::grpc::suppression::{MAX_SOURCE, entry_to_proto, suppression_from_proto};
+use tonic::Status;
 
 use super::AdminError;
 use crate::cli::{FileFormat, SuppressionReasonArg};
-
-/// The longest `source` the server accepts, in bytes.
-const MAX_SOURCE: usize = 512;
 
 impl From<FileFormat> for bulk::Format {
     fn from(format: FileFormat) -> Self {
@@ -112,26 +108,14 @@ pub(crate) fn export_line(
     format: FileFormat,
     out: &mut String,
 ) -> Result<(), AdminError> {
-    let bad = |what: String| {
-        AdminError::from(tonic::Status::internal(format!(
-            "the server sent an entry with {what}"
-        )))
-    };
-    let time = |field: &str, ms| time_from_unix_ms(field, ms).map_err(|e| bad(e.to_string()));
-    let entry = Suppression {
-        // Not written: an export holds one list.
-        scope: Scope::Global,
-        address: Address::parse(&entry.address)
-            .map_err(|e| bad(format!("address {:?}: {e}", entry.address)))?,
-        reason: reason_from_proto(entry.reason)
-            .ok_or_else(|| bad(format!("reason {}", entry.reason)))?,
-        source: entry.source.clone(),
-        created: time("created_unix_ms", entry.created_unix_ms)?,
-        expires: match entry.expires_unix_ms {
-            0 => None,
-            ms => Some(time("expires_unix_ms", ms)?),
-        },
-    };
+    // The scope is not written: an export holds one list.
+    let entry = suppression_from_proto(entry, Scope::Global, SystemTime::now(), str::to_owned)
+        .map_err(|status| {
+            let what = status.message();
+            AdminError::from(Status::internal(format!(
+                "the server sent a bad entry: {what}"
+            )))
+        })?;
     bulk::render(&entry, format.into(), false, out);
     Ok(())
 }

@@ -275,24 +275,24 @@ url = \"redis://127.0.0.1:$rport/\""
       start_kurir submit submit "$d/submit.toml"; submit_pid=$started
       wait_port "$cport" 60
       # Each delivery node logs its partition assignments; the row starts once both own
-      # partitions (with one node owning them all, "two delivery nodes" would be one).
+      # partitions (with one node owning them all, "two delivery nodes" would be one) and
+      # the split has not changed for 3 s (each topic's group rebalances on its own, as the
+      # nodes join).
       assigned="warn,kurir_queue::kafka::consumer=info"
       start_kurir deliver1 deliver "$d/deliver1.toml" "$assigned"; d1_pid=$started
       start_kurir deliver2 deliver "$d/deliver2.toml" "$assigned"; d2_pid=$started
       owned() { # NODE -> partitions it owns now (assigned minus revoked)
         echo $(($(grep -c "partition assigned" "$tmp/$1.err") - $(grep -c "partition revoked" "$tmp/$1.err")))
       }
-      # Both own partitions, and the split has not changed for 3 s (each topic's group
-      # rebalances on its own, as the nodes join).
       last="" same=0
       for ((i = 0; i < 120; i++)); do
-        now_owned="$(owned deliver1) $(owned deliver2)"
-        if [ "$now_owned" = "$last" ]; then same=$((same + 1)); else same=0; last=$now_owned; fi
-        [ "$(owned deliver1)" -gt 0 ] && [ "$(owned deliver2)" -gt 0 ] && [ "$same" -ge 6 ] && break
+        o1=$(owned deliver1) o2=$(owned deliver2)
+        if [ "$o1 $o2" = "$last" ]; then same=$((same + 1)); else same=0; last="$o1 $o2"; fi
+        [ "$o1" -gt 0 ] && [ "$o2" -gt 0 ] && [ "$same" -ge 6 ] && break
         sleep 0.5
       done
       [ "$i" -lt 120 ] || echo "cluster: the delivery nodes' partitions did not settle in 60 s" >&2
-      echo "   partitions owned: deliver1 $(owned deliver1), deliver2 $(owned deliver2)" >&2
+      echo "   partitions owned: deliver1 $o1, deliver2 $o2" >&2
       n=$N2K; [ "$size" = 2k ] || n=$N100K
       measure cluster "$size" "$n" "$cport" cluster_pids
       kill "$submit_pid" "$d1_pid" "$d2_pid"; wait "$submit_pid" "$d1_pid" "$d2_pid" || true

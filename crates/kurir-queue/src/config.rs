@@ -111,6 +111,12 @@ pub struct EmbeddedConfig {
     /// forever). Mail and retry records are never deleted before they are consumed.
     #[serde(with = "humantime_serde")]
     pub events_retention: Duration,
+    /// A consumer group that has had no member for this long has its committed positions
+    /// forgotten, so it no longer holds back the deletion of what the other groups consumed
+    /// (Kafka's `offsets.retention.minutes`). If it comes back it starts at the oldest record
+    /// kept.
+    #[serde(with = "humantime_serde")]
+    pub group_retention: Duration,
 }
 
 impl Default for EmbeddedConfig {
@@ -119,6 +125,7 @@ impl Default for EmbeddedConfig {
             dir: PathBuf::from("queue"),
             max_batch: 4096,
             events_retention: Duration::from_secs(7 * 86_400),
+            group_retention: Duration::from_secs(7 * 86_400),
         }
     }
 }
@@ -180,6 +187,9 @@ impl QueueConfig {
         }
         if self.embedded.events_retention < Duration::from_secs(60) {
             return err("embedded.events_retention", "must be at least 1m");
+        }
+        if self.embedded.group_retention < Duration::from_secs(3600) {
+            return err("embedded.group_retention", "must be at least 1h");
         }
         if self.embedded.max_batch == 0 {
             return err("embedded.max_batch", "must be at least 1");
@@ -303,6 +313,11 @@ mod tests {
         assert_eq!(
             config.validate().unwrap_err().key,
             "embedded.events_retention"
+        );
+        let config: QueueConfig = toml::from_str("embedded.group_retention = \"10m\"").unwrap();
+        assert_eq!(
+            config.validate().unwrap_err().key,
+            "embedded.group_retention"
         );
         let config: QueueConfig = toml::from_str("embedded.events_retention = \"2d\"").unwrap();
         assert_eq!(

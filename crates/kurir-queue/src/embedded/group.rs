@@ -9,16 +9,17 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use super::reader::{self, ReaderArgs};
-use super::store::Store;
+use super::store::{CommittedEntry, Store};
 use super::topics::{PartitionState, TopicState};
 use crate::config::QueueConfig;
 use crate::consumer::{PartitionEvent, PartitionStream, Subscription, SubscriptionControl};
+use crate::error::QueueError;
 use crate::watermark::PartitionTracker;
 
 /// Capacity of a member's event channel: far more than the partitions one member can own.
@@ -313,6 +314,94 @@ impl Coordinator {
                 partition.retained_from.fetch_max(to, Ordering::SeqCst);
             }
             Err(error) => tracing::error!(%error, topic_id, partition = p, "committing position"),
+        }
+    }
+
+    /// Forgets the positions of groups that have had no member since before `now -
+    /// retention` (as Kafka's `offsets.retention.minutes` does), and deletes what the
+    /// remaining groups have all consumed; returns how many positions it forgot. A group that
+    /// stopped reading a topic would otherwise keep every record after its position forever.
+    ///
+    /// A group's last commit is when it was last seen: revoke and close commit, so a group
+    /// that left has its leaving time there. An entry stored without a time counts from
+    /// `opened` (when this process opened the queue). On a partition where every group is
+    /// idle, the furthest keeps its position: it holds back nothing another group has
+    /// consumed, and a partition's end after a restart is taken from its positions when its
+    /// records are all gone.
+    ///
+    /// Blocks on the groups lock: call it from a thread of its own, not a runtime worker.
+    pub(crate) fn expire_idle(
+        &self,
+        topics: &[Arc<TopicState>],
+        retention: Duration,
+        now: SystemTime,
+        opened: SystemTime,
+    ) -> Result<usize, QueueError> {
+        let Some(cutoff) = now.checked_sub(retention) else {
+            return Ok(0);
+        };
+        // Held throughout, so no group joins (and reads its position) meanwhile.
+        let groups = self.shared.groups.blocking_lock();
+        let mut by_partition: BTreeMap<(u32, u32), Vec<CommittedEntry>> = BTreeMap::new();
+        for entry in self.shared.store.committed_entries()? {
+            by_partition
+                .entry((entry.topic_id, entry.partition))
+                .or_default()
+                .push(entry);
+        }
+        let mut forgotten = 0;
+        for ((topic_id, p), mut entries) in by_partition {
+            let Some((topic, partition)) = topics
+                .iter()
+                .find(|t| t.id == topic_id)
+                .and_then(|t| Some((t.name.clone(), t.partitions.get(p as usize)?.clone())))
+            else {
+                continue;
+            };
+            let total = entries.len();
+            entries.retain(|e| !groups.contains_key(&e.group) && e.at.unwrap_or(opened) < cutoff);
+            if entries.len() == total {
+                entries.sort_by_key(|e| e.position);
+                entries.pop();
+            }
+            for entry in entries {
+                let floor = {
+                    let mut committed = self.shared.committed.lock().expect("committed lock");
+                    let positions = committed
+                        .entry((topic_id, p))
+                        .or_insert_with(|| self.load_committed(topic_id, p));
+                    positions.remove(&entry.group);
+                    positions.values().copied().min()
+                };
+                self.shared.store.forget(&entry.group, topic_id, p)?;
+                if let Some(floor) = floor {
+                    self.trim(topic_id, &partition, floor)?;
+                }
+                tracing::info!(group = entry.group, topic = %topic, partition = p, position = entry.position,
+                    "embedded queue: forgot the position of a group idle for longer than queue.embedded.group_retention");
+                forgotten += 1;
+            }
+        }
+        Ok(forgotten)
+    }
+
+    /// Deletes a partition's records below `floor`, [`MAX_DELETE_PER_COMMIT`] at a time.
+    fn trim(
+        &self,
+        topic_id: u32,
+        partition: &PartitionState,
+        floor: u64,
+    ) -> Result<(), QueueError> {
+        loop {
+            let from = partition.retained_from.load(Ordering::SeqCst);
+            if from >= floor {
+                return Ok(());
+            }
+            let to = floor.min(from + MAX_DELETE_PER_COMMIT);
+            self.shared
+                .store
+                .delete(topic_id, partition.partition, from..to)?;
+            partition.retained_from.fetch_max(to, Ordering::SeqCst);
         }
     }
 

@@ -11,7 +11,8 @@
 //! - `topics`: in-memory partition state (offsets, the end readers wait on).
 //! - `writer`: the group-commit writer thread.
 //! - `group`: the in-process consumer-group coordinator and the per-partition reader tasks.
-//! - `retention`: the events topic's records deleted after `queue.embedded.events_retention`.
+//! - `retention`: the events topic's records deleted after `queue.embedded.events_retention`,
+//!   and the positions of groups idle for `queue.embedded.group_retention` forgotten.
 
 mod codec;
 mod group;
@@ -78,13 +79,14 @@ impl EmbeddedQueue {
             retention_stop: Mutex::new(Some(retention_stop)),
             retention_thread: Mutex::new(None),
         });
-        let retention = retention::spawn(
-            Arc::downgrade(&inner),
-            stopped,
-            config.topics().events(),
-            config.embedded.events_retention,
-        )
-        .map_err(|e| QueueError::Backend(format!("embedded queue: starting retention: {e}")))?;
+        let retention = retention::Retention {
+            events_topic: config.topics().events(),
+            events: config.embedded.events_retention,
+            groups: config.embedded.group_retention,
+            opened: SystemTime::now(),
+        };
+        let retention = retention::spawn(Arc::downgrade(&inner), stopped, retention)
+            .map_err(|e| QueueError::Backend(format!("embedded queue: starting retention: {e}")))?;
         *inner.retention_thread.lock().expect("retention lock") = Some(retention);
         Ok(Self { inner })
     }

@@ -1,19 +1,26 @@
-//! Retention of the events topic: records older than `queue.embedded.events_retention` are
-//! deleted whether a consumer group read them or not.
+//! Retention: what is deleted although not every consumer group has read it.
 //!
-//! Records are otherwise deleted only once every group has consumed them, and nothing in
-//! `kurir serve` consumes the events topic (`kurir demo`, tests and operators' tools do), so
-//! without this every delivery outcome would stay on disk forever (~230 bytes each). Mail
-//! and retry records never expire: they are deleted only once delivered (consumed).
+//! - The events topic: records older than `queue.embedded.events_retention` are deleted
+//!   whether a group read them or not. Records are otherwise deleted only once every group
+//!   has consumed them, and nothing in `kurir serve` consumes the events topic (`kurir demo`,
+//!   tests and operators' tools do), so without this every delivery outcome would stay on
+//!   disk forever (~230 bytes each). Mail and retry records never expire: they are deleted
+//!   only once delivered (consumed).
+//! - Idle groups: the position of a group that has had no member for
+//!   `queue.embedded.group_retention` is forgotten ([`Coordinator::expire_idle`]), so a group
+//!   nobody runs any more (a renamed `deliver.group`, a tool's group) stops holding back the
+//!   deletion of what the other groups consumed.
 //!
-//! A thread wakes every [`INTERVAL`] and deletes, partition by partition and in offset
-//! order (records are appended in time order), the expired records at the head. A group
-//! that joins later, or whose position is behind, starts at the first record kept (as a
-//! Kafka consumer whose offset fell out of retention does).
+//! A thread wakes every [`INTERVAL`] and does both. For the events it deletes, partition by
+//! partition and in offset order (records are appended in time order), the expired records
+//! at the head. A group that joins later, or whose position is behind, starts at the first
+//! record kept (as a Kafka consumer whose offset fell out of retention does).
+//!
+//! [`Coordinator::expire_idle`]: super::group::Coordinator::expire_idle
 
-use std::sync::Weak;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
@@ -28,12 +35,24 @@ const INTERVAL: Duration = Duration::from_secs(60);
 /// Records read, and at most deleted, per step.
 const STEP: usize = 1_000;
 
+/// What the thread deletes.
+#[derive(Debug, Clone)]
+pub(super) struct Retention {
+    /// The events topic's name.
+    pub(super) events_topic: String,
+    /// `queue.embedded.events_retention`.
+    pub(super) events: Duration,
+    /// `queue.embedded.group_retention`.
+    pub(super) groups: Duration,
+    /// When the queue was opened: the commit time of positions stored without one.
+    pub(super) opened: SystemTime,
+}
+
 /// Starts the thread. It ends when `stop`'s sender is dropped (close, or the queue dropped).
 pub(super) fn spawn(
     inner: Weak<Inner>,
     stop: mpsc::Receiver<()>,
-    topic: String,
-    retention: Duration,
+    retention: Retention,
 ) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new()
         .name("kurir-queue-retention".into())
@@ -42,28 +61,35 @@ pub(super) fn spawn(
                 let Some(inner) = inner.upgrade() else {
                     return;
                 };
-                let state = inner
-                    .topics
-                    .read()
-                    .expect("topics lock")
-                    .get(&topic)
-                    .cloned();
-                if let Some(state) = state {
-                    run_once(&inner.store, &state, retention);
-                }
+                run_once(&inner, &retention, SystemTime::now());
             }
         })
 }
 
-fn run_once(store: &Store, topic: &TopicState, retention: Duration) {
-    match sweep(store, topic, retention, SystemTime::now()) {
-        Ok(0) => {}
-        Ok(deleted) => {
-            tracing::debug!(topic = %topic.name, deleted, "embedded queue: expired records deleted");
+fn run_once(inner: &Inner, retention: &Retention, now: SystemTime) {
+    let topics: Vec<Arc<TopicState>> = inner
+        .topics
+        .read()
+        .expect("topics lock")
+        .values()
+        .cloned()
+        .collect();
+    if let Some(events) = topics.iter().find(|t| *t.name == *retention.events_topic) {
+        match sweep(&inner.store, events, retention.events, now) {
+            Ok(0) => {}
+            Ok(deleted) => {
+                tracing::debug!(topic = %events.name, deleted, "embedded queue: expired records deleted");
+            }
+            Err(error) => {
+                tracing::warn!(topic = %events.name, %error, "embedded queue: retention sweep failed");
+            }
         }
-        Err(error) => {
-            tracing::warn!(topic = %topic.name, %error, "embedded queue: retention sweep failed");
-        }
+    }
+    if let Err(error) = inner
+        .groups
+        .expire_idle(&topics, retention.groups, now, retention.opened)
+    {
+        tracing::warn!(%error, "embedded queue: expiring idle groups failed");
     }
 }
 
@@ -120,7 +146,7 @@ mod tests {
     use super::*;
     use crate::Queue;
     use crate::config::QueueConfig;
-    use crate::consumer::PartitionEvent;
+    use crate::consumer::{AllRecords, PartitionEvent};
     use crate::embedded::EmbeddedQueue;
     use crate::record::OutgoingRecord;
 
@@ -179,6 +205,173 @@ mod tests {
         }
         assert_eq!(got, 3, "the three kept, none of the deleted");
         subscription.close().await;
+        queue.close().await;
+    }
+
+    /// A queue with the default topics and a short drain timeout (the tests leave groups
+    /// with records handed out but not finished).
+    async fn open(dir: &std::path::Path) -> (EmbeddedQueue, QueueConfig) {
+        let config = QueueConfig {
+            drain_timeout: Duration::from_millis(100),
+            ..QueueConfig::default()
+        };
+        let queue = EmbeddedQueue::open(dir, &config).unwrap();
+        queue.ensure_topics(&config.topic_specs()).await.unwrap();
+        (queue, config)
+    }
+
+    /// Subscribes `group` to `topic` and reads (and finishes) `n` records.
+    async fn read(queue: &EmbeddedQueue, group: &str, topic: &str, n: usize) -> AllRecords {
+        let subscription = queue.subscribe(group, &[topic.to_owned()]).await.unwrap();
+        let mut records = subscription.all_records();
+        for _ in 0..n {
+            tokio::time::timeout(Duration::from_secs(10), records.next())
+                .await
+                .expect("a record within 10 s")
+                .expect("the subscription is open");
+        }
+        records
+    }
+
+    async fn expire(queue: &EmbeddedQueue, now: SystemTime, opened: SystemTime) -> usize {
+        let inner = queue.inner.clone();
+        let topics: Vec<_> = inner.topics.read().unwrap().values().cloned().collect();
+        tokio::task::spawn_blocking(move || {
+            inner
+                .groups
+                .expire_idle(&topics, WEEK, now, opened)
+                .unwrap()
+        })
+        .await
+        .unwrap()
+    }
+
+    /// The records a partition still stores.
+    fn stored(queue: &EmbeddedQueue, topic: &TopicState) -> u64 {
+        let store = &queue.inner.store;
+        topic
+            .partitions
+            .iter()
+            .map(|p| {
+                let first = store.first_offset(topic.id, p.partition).unwrap();
+                first.map_or(0, |first| p.end() - first)
+            })
+            .sum()
+    }
+
+    /// Waits until `group`'s positions add up to `total`.
+    async fn committed(queue: &EmbeddedQueue, group: &str, total: u64) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let entries = queue.inner.store.committed_entries().unwrap();
+            let sum: u64 = entries
+                .iter()
+                .filter(|e| e.group == group)
+                .map(|e| e.position)
+                .sum();
+            if sum == total {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{group} committed {sum} of {total}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn groups_of(queue: &EmbeddedQueue) -> std::collections::BTreeSet<String> {
+        let entries = queue.inner.store.committed_entries().unwrap();
+        entries.into_iter().map(|e| e.group).collect()
+    }
+
+    const WEEK: Duration = Duration::from_secs(7 * 86_400);
+    const DAY: Duration = Duration::from_secs(86_400);
+
+    fn records(n: usize) -> Vec<OutgoingRecord> {
+        (0..n)
+            .map(|i| OutgoingRecord::new(format!("k{i}"), bytes::Bytes::from("mail")))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_group_idle_for_the_retention_stops_holding_back_what_others_consumed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (queue, config) = open(dir.path()).await;
+        let mail = config.topics().mail();
+        queue.publish(&mail, records(20)).await.unwrap();
+        let topic = queue.topic(&mail).unwrap();
+
+        // "old" joins and leaves having finished nothing: its position is 0 everywhere.
+        read(&queue, "old", &mail, 0).await.close().await;
+        let new = read(&queue, "new", &mail, 20).await;
+        committed(&queue, "new", 20).await;
+        assert_eq!(stored(&queue, &topic), 20, "old has not read them");
+        let now = SystemTime::now();
+
+        // Not while it has a member, nor before it has been gone for the retention.
+        let old = read(&queue, "old", &mail, 0).await;
+        assert_eq!(expire(&queue, now + 8 * DAY, now).await, 0);
+        old.close().await;
+        assert_eq!(expire(&queue, now + 6 * DAY, now).await, 0);
+        assert_eq!(stored(&queue, &topic), 20);
+
+        let partitions = topic.partitions.len();
+        assert_eq!(expire(&queue, now + 8 * DAY, now).await, partitions);
+        assert_eq!(
+            stored(&queue, &topic),
+            0,
+            "every record was consumed by new"
+        );
+        assert_eq!(groups_of(&queue), ["new".to_owned()].into());
+        // Idle too once it leaves, but the furthest position on a partition stays.
+        new.close().await;
+        assert_eq!(expire(&queue, now + 8 * DAY, now).await, 0);
+
+        // After a restart the partitions go on where they were, and "old" starts at the
+        // first record kept.
+        let ends: Vec<u64> = topic.partitions.iter().map(|p| p.end()).collect();
+        queue.close().await;
+        drop(queue);
+        let (queue, _) = open(dir.path()).await;
+        let topic = queue.topic(&mail).unwrap();
+        assert_eq!(
+            ends,
+            topic.partitions.iter().map(|p| p.end()).collect::<Vec<_>>()
+        );
+        queue.publish(&mail, records(3)).await.unwrap();
+        let mut old = read(&queue, "old", &mail, 3).await;
+        let more = tokio::time::timeout(Duration::from_millis(300), old.next()).await;
+        assert!(more.is_err(), "only the 3 new records: {more:?}");
+        old.close().await;
+        queue.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_position_stored_without_a_time_counts_from_when_the_queue_was_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let (queue, config) = open(dir.path()).await;
+        let mail = config.topics().mail();
+        let topic = queue.topic(&mail).unwrap();
+        queue.publish(&mail, records(10)).await.unwrap();
+        for p in &topic.partitions {
+            queue
+                .inner
+                .store
+                .put_untimed_offset("legacy", topic.id, p.partition, 0);
+        }
+        let new = read(&queue, "new", &mail, 10).await;
+        committed(&queue, "new", 10).await;
+        let now = SystemTime::now();
+
+        assert_eq!(expire(&queue, now + 8 * DAY, now + 2 * DAY).await, 0);
+        assert_eq!(stored(&queue, &topic), 10);
+        // Forgotten where "new" has a position: on a partition without records it has
+        // none, and "legacy" holds nothing back there.
+        let with_records = topic.partitions.iter().filter(|p| p.end() > 0).count();
+        assert_eq!(expire(&queue, now + 8 * DAY, now).await, with_records);
+        assert_eq!(stored(&queue, &topic), 0);
+        new.close().await;
         queue.close().await;
     }
 }

@@ -10,9 +10,12 @@
 //! Keyspaces:
 //! - `topics`: topic name → `id: u32, partitions: u32`.
 //! - `records`: `(topic id, partition, offset)` → encoded record ([`super::codec`]).
-//! - `offsets`: `(group, topic id, partition)` → committed position `u64`.
+//! - `offsets`: `(group, topic id, partition)` → committed position `u64`, then the time of
+//!   the commit in milliseconds since the Unix epoch `u64` (absent in entries written before
+//!   idle groups expired: see [`CommittedEntry::at`]).
 
 use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, KvSeparationOptions, PersistMode};
@@ -33,6 +36,17 @@ pub(crate) struct StoredTopic {
     pub(crate) name: String,
     pub(crate) id: u32,
     pub(crate) partitions: u32,
+}
+
+/// One group's committed position on one partition, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct CommittedEntry {
+    pub(crate) group: String,
+    pub(crate) topic_id: u32,
+    pub(crate) partition: u32,
+    pub(crate) position: u64,
+    /// When it was committed; `None` for an entry written before commit times were kept.
+    pub(crate) at: Option<SystemTime>,
 }
 
 /// Handles to the database and its keyspaces. Cheap to clone (fjall handles are shared).
@@ -210,20 +224,12 @@ impl Store {
         topic_id: u32,
         partition: u32,
     ) -> Result<std::collections::HashMap<String, u64>, QueueError> {
-        let suffix = partition_prefix(topic_id, partition);
-        let mut out = std::collections::HashMap::new();
-        for item in self.offsets.iter() {
-            let (key, value) = item.into_inner().map_err(backend("reading offsets"))?;
-            // The key is group, NUL, suffix; group names never contain NUL.
-            let Some(group_len) = key.len().checked_sub(suffix.len() + 1) else {
-                continue;
-            };
-            if key[group_len] == 0 && key.ends_with(&suffix) {
-                let group = String::from_utf8_lossy(&key[..group_len]).into_owned();
-                out.extend(be_u64(&value).map(|v| (group, v)));
-            }
-        }
-        Ok(out)
+        Ok(self
+            .committed_entries()?
+            .into_iter()
+            .filter(|e| e.topic_id == topic_id && e.partition == partition)
+            .map(|e| (e.group, e.position))
+            .collect())
     }
 
     /// Stores a group's committed position and deletes the records `delete` (those every
@@ -237,14 +243,62 @@ impl Store {
         offset: u64,
         delete: std::ops::Range<u64>,
     ) -> Result<(), QueueError> {
+        let mut value = [0u8; 16];
+        value[..8].copy_from_slice(&offset.to_be_bytes());
+        let at = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        value[8..].copy_from_slice(&(at.as_millis() as u64).to_be_bytes());
         let mut batch = self.db.batch();
-        batch.insert(
-            &self.offsets,
-            offset_key(group, topic_id, partition),
-            offset.to_be_bytes(),
-        );
+        batch.insert(&self.offsets, offset_key(group, topic_id, partition), value);
         self.remove_records(&mut batch, topic_id, partition, delete);
         batch.commit().map_err(backend("committing an offset"))
+    }
+
+    /// Every committed position of every group.
+    pub(crate) fn committed_entries(&self) -> Result<Vec<CommittedEntry>, QueueError> {
+        let mut out = Vec::new();
+        for item in self.offsets.iter() {
+            let (key, value) = item.into_inner().map_err(backend("reading offsets"))?;
+            // The key is group, NUL, topic id, partition; group names never contain NUL.
+            let Some(group_len) = key.len().checked_sub(9) else {
+                continue;
+            };
+            let (Some(topic_id), Some(partition), Some(position)) = (
+                be_u32(&key, group_len + 1),
+                be_u32(&key, group_len + 5),
+                be_u64(&value),
+            ) else {
+                continue;
+            };
+            if key[group_len] != 0 {
+                continue;
+            }
+            let at = value
+                .get(8..16)
+                .and_then(|b| b.try_into().ok())
+                .map(|b| UNIX_EPOCH + Duration::from_millis(u64::from_be_bytes(b)));
+            out.push(CommittedEntry {
+                group: String::from_utf8_lossy(&key[..group_len]).into_owned(),
+                topic_id,
+                partition,
+                position,
+                at,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Forgets a group's position on a partition.
+    pub(crate) fn forget(
+        &self,
+        group: &str,
+        topic_id: u32,
+        partition: u32,
+    ) -> Result<(), QueueError> {
+        self.offsets
+            .remove(offset_key(group, topic_id, partition))
+            .map_err(backend("forgetting a group's position"))
     }
 
     /// Deletes the records `range` of a partition (retention), without an fsync of its own.
@@ -269,6 +323,13 @@ impl Store {
         for o in range {
             batch.remove(&self.records, record_key(topic_id, partition, o).as_slice());
         }
+    }
+
+    /// Stores a position as entries were before commit times were kept.
+    #[cfg(test)]
+    pub(crate) fn put_untimed_offset(&self, group: &str, topic_id: u32, partition: u32, at: u64) {
+        let key = offset_key(group, topic_id, partition);
+        self.offsets.insert(key, at.to_be_bytes()).unwrap();
     }
 
     /// Flushes everything to disk (on close).

@@ -15,8 +15,10 @@
 //!   there was a reply, `Last-Attempt-Date`); part 3 the returned message: `RET=FULL` →
 //!   `message/rfc822` with the whole message, otherwise `text/rfc822-headers` with its
 //!   header only (RFC 3462).
-//! - [`dsn_message`] wraps it as a [`Queued`] to the sender: new id, null sender, tenant
-//!   and tags of the original, routing key of the sender's domain, attempts 0.
+//! - [`dsn_message`] wraps it as a [`Queued`] to the sender with the id it is given (the
+//!   engine derives it from the original's, so a replayed record's DSN gets the same id
+//!   again), null sender, tenant and tags of the original, routing key of the sender's
+//!   domain, attempts 0.
 //!
 //! Details the contract leaves open:
 //! - Only the recipients whose NOTIFY asks for their action are reported; the others are
@@ -178,10 +180,10 @@ pub fn build(report: &DsnReport<'_>) -> Option<Vec<u8>> {
     build_with_id(report, MessageId::new())
 }
 
-/// The DSN as a queued message to the original sender, or `None` when none is due.
-pub fn dsn_message(report: &DsnReport<'_>) -> Option<Queued> {
+/// The DSN as a queued message with id `id` to the original sender, or `None` when none
+/// is due.
+pub fn dsn_message(report: &DsnReport<'_>, id: MessageId) -> Option<Queued> {
     let sender = report.message.envelope.sender.as_ref()?;
-    let id = MessageId::new();
     let dsn = build_with_id(report, id)?;
     let body = if report.message.envelope.body == BodyType::BinaryMime && returns_full(report) {
         BodyType::BinaryMime

@@ -4,8 +4,9 @@
 //! Order of work for one record (the record is acknowledged only after all of it, so a
 //! crash at any point replays the record, and the ledger keeps a replay from mailing
 //! twice): domain pause → ledger check → suppression check → expiry → attempt → ledger
-//! write (delivered) → bounce memory (bounced) → DSNs and the retry record published →
-//! events published → ack. When the state store or the queue is unavailable the step is
+//! write (delivered) → DSNs published (ids derived from the message's, so a replay's are
+//! the same ones) → bounce memory (bounced) → the retry record published → events
+//! published → ack. When the state store or the queue is unavailable the step is
 //! retried with back-off until it succeeds or the node shuts down (then the record is left
 //! for the next owner).
 
@@ -718,6 +719,23 @@ impl<Q: Queue + Clone, S: State + Clone> Node<Q, S> {
         self.state_op("ledger write", (), || self.state.settle(&settlement))
             .await?;
 
+        // DSNs (failures; successes where NOTIFY=SUCCESS asked for one) before the bounce
+        // memory: a hard bounce suppresses the address, and a replay would then find it
+        // suppressed and send no DSN. A replay makes its DSNs again with the same ids
+        // (`dsns`), and the ledger keeps a DSN that was already mailed from going twice.
+        let mail_records: Vec<OutgoingRecord> = self
+            .dsns(message, &fates, &info, now)
+            .into_iter()
+            .map(|dsn| OutgoingRecord::new(dsn.routing_key.to_string(), dsn.encode_to_bytes()))
+            .collect();
+        if !mail_records.is_empty() {
+            let topic = self.topics.mail();
+            self.retrying("queueing DSNs", || {
+                self.queue.publish(&topic, mail_records.clone())
+            })
+            .await?;
+        }
+
         // Bounce memory: hard bounces suppress the address.
         if let Some(tenant) = tenant {
             for (i, fate) in &fates {
@@ -733,21 +751,7 @@ impl<Q: Queue + Clone, S: State + Clone> Node<Q, S> {
             }
         }
 
-        // DSNs (failures; successes where NOTIFY=SUCCESS asked for one), the retry record.
-        let mut mail_records = Vec::new();
-        for dsn in self.dsns(message, &fates, &info, now) {
-            mail_records.push(OutgoingRecord::new(
-                dsn.routing_key.to_string(),
-                dsn.encode_to_bytes(),
-            ));
-        }
-        if !mail_records.is_empty() {
-            let topic = self.topics.mail();
-            self.retrying("queueing DSNs", || {
-                self.queue.publish(&topic, mail_records.clone())
-            })
-            .await?;
-        }
+        // The retry record.
         if let Some((topic, record)) = retry_record {
             self.retrying("queueing a retry", || {
                 self.queue.publish(&topic, vec![record.clone()])
@@ -794,23 +798,31 @@ impl<Q: Queue + Clone, S: State + Clone> Node<Q, S> {
                 _ => None,
             })
             .collect();
+        // A replayed recipient's success DSN may not have been queued before the crash
+        // that replays the record: it is made again, with the same id.
         let succeeded: Vec<DsnRecipient<'_>> = fates
             .iter()
             .filter_map(|(i, fate)| match fate {
-                Fate::Delivered(_) => Some(block(&recipients[*i], DsnAction::Delivered, fate)),
+                Fate::Delivered(_) | Fate::Replayed => {
+                    Some(block(&recipients[*i], DsnAction::Delivered, fate))
+                }
                 _ => None,
             })
             .collect();
-        [failed, succeeded]
+        // Ids from the original's, the kind and the attempt: the same when the record is
+        // replayed, different for each DSN of the message.
+        let id = |kind: u64| message.id.derived(kind << 32 | u64::from(info.attempt));
+        [(failed, 1), (succeeded, 2)]
             .into_iter()
-            .filter(|list| !list.is_empty())
-            .filter_map(|list| {
-                dsn::dsn_message(&DsnReport {
+            .filter(|(list, _)| !list.is_empty())
+            .filter_map(|(list, kind)| {
+                let report = DsnReport {
                     reporting_mta: hostname,
                     message,
                     recipients: list,
                     now,
-                })
+                };
+                dsn::dsn_message(&report, id(kind))
             })
             .collect()
     }
@@ -850,7 +862,8 @@ fn dsn_block<'a>(
         action,
         status,
         remote_mta: reply.as_ref().and(remote.map(str::to_owned)),
-        reason: reply.is_none().then(|| fate.detail()),
+        // A replayed recipient's detail is about the record, not the delivery.
+        reason: (reply.is_none() && !matches!(fate, Fate::Replayed)).then(|| fate.detail()),
         reply,
     }
 }

@@ -539,6 +539,28 @@ impl Env {
             .unwrap());
     }
 
+    /// Lifts the default tenant's suppression of `address`.
+    pub(crate) async fn unsuppress(&self, address: &str) {
+        let scope = kurir_state::Scope::Tenant(kurir_state::Tenant::new("default").unwrap());
+        let address = Address::parse(address).unwrap();
+        with_backends!(self.backends.clone(), |_q, s| s
+            .unsuppress(&scope, &[address])
+            .await
+            .unwrap());
+    }
+
+    /// Writes the ledger as a delivery node does once `recipients` of `id` are delivered.
+    pub(crate) async fn mark_delivered(&self, id: MessageId, recipients: &[&str]) {
+        let recipients: Vec<Address> = recipients
+            .iter()
+            .map(|r| Address::parse(r).unwrap())
+            .collect();
+        with_backends!(self.backends.clone(), |_q, s| s
+            .mark_delivered(id, &recipients)
+            .await
+            .unwrap());
+    }
+
     /// Pauses delivery to `domain` until resumed.
     pub(crate) async fn pause_domain(&self, domain: &str) {
         self.control_domain(domain, kurir_state::PauseAction::Hold, "test")

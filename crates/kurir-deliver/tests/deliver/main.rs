@@ -9,6 +9,7 @@ mod bounce_order;
 mod chunking;
 mod connection_limit;
 mod delivered;
+mod dsn_replay;
 mod egress_sources;
 mod expiry;
 mod implicit_mx;

@@ -155,7 +155,7 @@ impl Address {
             return Err(AddressError::LocalPartTooLong);
         }
         let address = Self { local, domain };
-        if address.to_string().len() > MAX_ADDRESS_OCTETS {
+        if address.rendered_len() > MAX_ADDRESS_OCTETS {
             return Err(AddressError::TooLong);
         }
         Ok(address)
@@ -163,7 +163,22 @@ impl Address {
 
     /// Builds an address from parts that are already valid.
     pub fn new(local: &str, domain: Domain) -> Result<Self, AddressError> {
-        Self::parse(&format!("{}@{}", quote_if_needed(local), domain))
+        Self::parse(&format!("{}@{}", LocalPart(local), domain))
+    }
+
+    /// The length of the normal form (`Display`), without rendering it.
+    fn rendered_len(&self) -> usize {
+        let local = if is_dot_atom(&self.local) {
+            self.local.len()
+        } else {
+            let escapes = self
+                .local
+                .bytes()
+                .filter(|b| matches!(b, b'"' | b'\\'))
+                .count();
+            self.local.len() + escapes + 2
+        };
+        local + 1 + self.domain.as_str().len()
     }
 
     /// The local part, unquoted.
@@ -184,7 +199,7 @@ impl Address {
 
 impl fmt::Display for Address {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}@{}", quote_if_needed(&self.local), self.domain)
+        write!(f, "{}@{}", LocalPart(&self.local), self.domain)
     }
 }
 
@@ -266,25 +281,42 @@ fn is_quoted_pair_char(c: char) -> bool {
     c == ' ' || c.is_ascii_graphic()
 }
 
-fn quote_if_needed(local: &str) -> String {
-    if is_dot_atom(local) {
-        return local.to_owned();
-    }
-    let mut out = String::with_capacity(local.len() + 2);
-    out.push('"');
-    for c in local.chars() {
-        if c == '"' || c == '\\' {
-            out.push('\\');
+/// A local part as written in an address: as it is when it is a dot-atom, else quoted.
+struct LocalPart<'a>(&'a str);
+
+impl fmt::Display for LocalPart<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use fmt::Write as _;
+        if is_dot_atom(self.0) {
+            return f.write_str(self.0);
         }
-        out.push(c);
+        f.write_char('"')?;
+        for c in self.0.chars() {
+            if c == '"' || c == '\\' {
+                f.write_char('\\')?;
+            }
+            f.write_char(c)?;
+        }
+        f.write_char('"')
     }
-    out.push('"');
-    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_length_check_measures_the_normal_form() {
+        for text in [
+            "a@b.test",
+            r#""john doe"@example.test"#,
+            r#""a\"b\\c"@example.test"#,
+            "ÿ@bücher.test",
+        ] {
+            let a = Address::parse(text).unwrap();
+            assert_eq!(a.rendered_len(), a.to_string().len(), "{text}");
+        }
+    }
 
     #[test]
     fn normalises_domain_case_and_idna() {

@@ -73,7 +73,7 @@ impl DsnAction {
     }
 
     /// Whether a recipient's NOTIFY asks for a DSN of this action.
-    fn is_due(self, recipient: &Recipient) -> bool {
+    pub fn is_due(self, recipient: &Recipient) -> bool {
         let notify = recipient.effective_notify();
         match self {
             Self::Failed | Self::Expired => notify.failure,

@@ -778,23 +778,26 @@ impl<Q: Queue + Clone, S: State + Clone> Node<Q, S> {
         Some(fates)
     }
 
-    fn dsns(
+    fn dsns<'a>(
         &self,
-        message: &Queued,
+        message: &'a Queued,
         fates: &[(usize, Fate)],
         info: &AttemptInfo,
         now: SystemTime,
     ) -> Vec<Queued> {
         let recipients = &message.envelope.recipients;
-        let remote = (!info.mx_host.is_empty()).then(|| info.mx_host.clone());
-        let block = |r, action, fate: &Fate| dsn_block(r, action, fate, remote.as_deref());
+        let remote = (!info.mx_host.is_empty()).then_some(info.mx_host.as_str());
+        // Only the recipients whose NOTIFY asks for it (most ask for no success DSN).
+        let block = |r: &'a Recipient, action: DsnAction, fate: &Fate| {
+            action.is_due(r).then(|| dsn_block(r, action, fate, remote))
+        };
         let hostname = self.inner.config.hostname.as_str();
         let failed: Vec<DsnRecipient<'_>> = fates
             .iter()
             .filter_map(|(i, fate)| match fate {
-                Fate::Bounced { .. } => Some(block(&recipients[*i], DsnAction::Failed, fate)),
-                Fate::Expired { .. } => Some(block(&recipients[*i], DsnAction::Expired, fate)),
-                Fate::Cancelled(_) => Some(block(&recipients[*i], DsnAction::Failed, fate)),
+                Fate::Bounced { .. } => block(&recipients[*i], DsnAction::Failed, fate),
+                Fate::Expired { .. } => block(&recipients[*i], DsnAction::Expired, fate),
+                Fate::Cancelled(_) => block(&recipients[*i], DsnAction::Failed, fate),
                 _ => None,
             })
             .collect();
@@ -804,7 +807,7 @@ impl<Q: Queue + Clone, S: State + Clone> Node<Q, S> {
             .iter()
             .filter_map(|(i, fate)| match fate {
                 Fate::Delivered(_) | Fate::Replayed => {
-                    Some(block(&recipients[*i], DsnAction::Delivered, fate))
+                    block(&recipients[*i], DsnAction::Delivered, fate)
                 }
                 _ => None,
             })

@@ -116,6 +116,14 @@ pub struct AckedRecord {
     pub partition: u32,
     pub key: String,
     pub value: Bytes,
+    pub headers: Vec<(String, Bytes)>,
+}
+
+impl AckedRecord {
+    /// The value of the first header called `name`.
+    pub fn header(&self, name: &str) -> Option<&Bytes> {
+        crate::record::header_in(&self.headers, name)
+    }
 }
 
 impl Subscription {
@@ -146,6 +154,7 @@ impl AllRecords {
                                     partition,
                                     key,
                                     value,
+                                    headers,
                                     ack,
                                     ..
                                 } = record;
@@ -155,6 +164,7 @@ impl AllRecords {
                                     partition,
                                     key,
                                     value,
+                                    headers,
                                 };
                                 if tx.send(acked).is_err() {
                                     return;

@@ -65,8 +65,13 @@ pub struct IncomingRecord {
 impl IncomingRecord {
     /// The value of the first header called `name`.
     pub fn header(&self, name: &str) -> Option<&Bytes> {
-        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v)
+        header_in(&self.headers, name)
     }
+}
+
+/// The value of the first header called `name` in `headers`.
+pub(crate) fn header_in<'a>(headers: &'a [(String, Bytes)], name: &str) -> Option<&'a Bytes> {
+    headers.iter().find(|(n, _)| n == name).map(|(_, v)| v)
 }
 
 /// Encodes a not-before time for [`NOT_BEFORE_HEADER`].

@@ -57,15 +57,23 @@ impl Reply {
     /// The wire form: `250-first\r\n250 last\r\n` with the enhanced code on every line when
     /// `enhanced_codes` (ENHANCEDSTATUSCODES advertised) and it is set.
     pub fn to_bytes(&self, enhanced_codes: bool) -> Vec<u8> {
-        let enhanced = self.enhanced.filter(|_| enhanced_codes);
         let mut out = Vec::with_capacity(self.lines.iter().map(|l| l.len() + 16).sum());
+        self.write_to(&mut out, enhanced_codes);
+        out
+    }
+
+    /// Appends the wire form ([`Reply::to_bytes`]) to `out`.
+    pub fn write_to(&self, out: &mut Vec<u8>, enhanced_codes: bool) {
+        use std::io::Write as _;
+        let enhanced = self.enhanced.filter(|_| enhanced_codes);
         let count = self.lines.len().max(1);
         for i in 0..count {
             let separator = if i + 1 == count { ' ' } else { '-' };
-            out.extend_from_slice(format!("{:03}{separator}", self.code).as_bytes());
+            // Writing to a Vec cannot fail.
+            let _ = write!(out, "{:03}{separator}", self.code);
             let text = self.lines.get(i).map(String::as_str).unwrap_or("");
             if let Some((class, subject, detail)) = enhanced {
-                out.extend_from_slice(format!("{class}.{subject}.{detail}").as_bytes());
+                let _ = write!(out, "{class}.{subject}.{detail}");
                 if !text.is_empty() {
                     out.push(b' ');
                 }
@@ -77,7 +85,6 @@ impl Reply {
             );
             out.extend_from_slice(b"\r\n");
         }
-        out
     }
 
     pub fn is_positive(&self) -> bool {

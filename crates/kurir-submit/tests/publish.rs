@@ -14,12 +14,11 @@ use kurir_proto::{Queued, v1};
 use kurir_queue::config::Backend;
 use kurir_queue::embedded::EmbeddedQueue;
 use kurir_queue::kafka::KafkaQueue;
-use kurir_queue::{IncomingRecord, PartitionEvent, Queue, QueueConfig, TopicSpec};
+use kurir_queue::{AckedRecord, Queue, QueueConfig, TopicSpec};
 use kurir_submit::publish::{Accepted, PublishConfig, Publisher, ReceivedFrom, Submission};
 use kurir_testkit::{KafkaBroker, free_port};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc2822;
-use tokio::sync::mpsc;
 
 /// Generous: a consumer-group rebalance on Tansu takes a few seconds.
 const WAIT: Duration = Duration::from_secs(30);
@@ -556,36 +555,21 @@ async fn consume_with<Q: Queue, T>(
     queue: &Q,
     topic: &str,
     n: usize,
-    decode: fn(&IncomingRecord) -> anyhow::Result<T>,
+    decode: fn(&AckedRecord) -> anyhow::Result<T>,
 ) -> anyhow::Result<Vec<T>> {
-    let mut sub = queue
+    let mut records = queue
         .subscribe(&format!("test-{topic}"), &[topic.to_owned()])
-        .await?;
-    let (tx, mut rx) = mpsc::unbounded_channel();
+        .await?
+        .all_records();
     let deadline = tokio::time::Instant::now() + WAIT;
     let mut got = Vec::with_capacity(n);
     while got.len() < n {
-        tokio::select! {
-            event = sub.next_event() => match event.context("subscription ended")? {
-                PartitionEvent::Assigned(mut stream) => {
-                    let tx = tx.clone();
-                    tokio::spawn(async move {
-                        while let Some(record) = stream.next().await {
-                            if tx.send(record).is_err() {
-                                break;
-                            }
-                        }
-                    });
-                }
-                PartitionEvent::Revoked { .. } => {}
-            },
-            Some(record) = rx.recv() => {
-                got.push(decode(&record)?);
-                record.ack.done();
-            }
-            () = tokio::time::sleep_until(deadline) => bail!("got {} of {n} records", got.len()),
+        match tokio::time::timeout_at(deadline, records.next()).await {
+            Ok(Some(record)) => got.push(decode(&record)?),
+            Ok(None) => bail!("subscription ended"),
+            Err(_) => bail!("got {} of {n} records", got.len()),
         }
     }
-    sub.close().await;
+    records.close().await;
     Ok(got)
 }

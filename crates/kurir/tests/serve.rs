@@ -170,40 +170,26 @@ s.quit()
 
 /// Every record in the embedded queue's mail topic, decoded.
 fn queued_messages(data_dir: &Path, expected: usize) -> Vec<kurir_proto::Queued> {
-    use kurir_queue::{PartitionEvent, Queue};
+    use kurir_queue::Queue;
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     runtime.block_on(async {
         let config = kurir_queue::QueueConfig::default();
         let queue = kurir_queue::embedded::EmbeddedQueue::open(&data_dir.join("queue"), &config)
             .expect("the queue reopens after kurir exited");
-        let mut subscription = queue
+        let mut records = queue
             .subscribe("check", &["kurir.mail".to_owned()])
             .await
-            .expect("subscribe");
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        for _ in 0..config.partitions {
-            let Some(PartitionEvent::Assigned(mut stream)) = subscription.next_event().await else {
-                panic!("assignment")
-            };
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                while let Some(record) = stream.next().await {
-                    let _ = tx
-                        .send(kurir_proto::Queued::decode(record.value.clone()).expect("decodes"));
-                    record.ack.done();
-                }
-            });
-        }
+            .expect("subscribe")
+            .all_records();
         let mut out = Vec::new();
         while out.len() < expected {
-            out.push(
-                tokio::time::timeout(TIMEOUT, rx.recv())
-                    .await
-                    .expect("records")
-                    .expect("open"),
-            );
+            let record = tokio::time::timeout(TIMEOUT, records.next())
+                .await
+                .expect("records")
+                .expect("open");
+            out.push(kurir_proto::Queued::decode(record.value).expect("decodes"));
         }
-        subscription.close().await;
+        records.close().await;
         queue.close().await;
         out
     })

@@ -4,6 +4,7 @@
 //! page is the range after `scope prefix + cursor`. An entry present for the whole listing
 //! is returned exactly once, whatever is added or removed meanwhile.
 
+use std::io::Write as _;
 use std::ops::Bound;
 use std::sync::LazyLock;
 use std::time::SystemTime;
@@ -141,12 +142,12 @@ fn check_many(
     let mut key = Vec::with_capacity(320);
     let mut out = Vec::with_capacity(addresses.len());
     for address in addresses {
-        let text = address.to_string();
         let mut found = None;
         for (scope, prefix) in scopes.iter().zip(&prefixes) {
             key.clear();
             key.extend_from_slice(prefix);
-            key.extend_from_slice(text.as_bytes());
+            // Writing to a Vec cannot fail.
+            let _ = write!(key, "{address}");
             let value = store
                 .suppressions
                 .get(&key)

@@ -247,7 +247,7 @@ where
 
     /// Queues a reply.
     pub(super) fn reply(&mut self, reply: Reply) {
-        self.out.extend_from_slice(&reply.to_bytes(true));
+        reply.write_to(&mut self.out, true);
         if reply.code == 421 {
             self.closing = true;
         }
@@ -269,13 +269,16 @@ where
         if self.out.is_empty() {
             return true;
         }
-        let out = std::mem::take(&mut self.out);
         let deadline = Instant::now() + self.shared.config.timeouts.command;
+        let (conn, out) = (&mut self.conn, &mut self.out);
         let write = async {
-            self.conn.write_all(&out).await?;
-            self.conn.flush().await
+            conn.write_all(out).await?;
+            conn.flush().await
         };
-        matches!(timeout_at(deadline, write).await, Ok(Ok(())))
+        let written = matches!(timeout_at(deadline, write).await, Ok(Ok(())));
+        // Cleared, not taken: the buffer keeps its capacity for the next replies.
+        out.clear();
+        written
     }
 
     /// The client's IP address (IPv4-mapped IPv6 as IPv4).

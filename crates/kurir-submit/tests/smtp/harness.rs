@@ -10,7 +10,7 @@ use argon2::{Algorithm, Argon2, Params, Version};
 use kurir_lifecycle::Lifecycle;
 use kurir_proto::{Queued, v1};
 use kurir_queue::embedded::EmbeddedQueue;
-use kurir_queue::{IncomingRecord, PartitionEvent, Queue, QueueConfig, TopicSpec};
+use kurir_queue::{AckedRecord, Queue, QueueConfig, TopicSpec};
 use kurir_state::embedded::EmbeddedState;
 use kurir_state::{State, StateConfig};
 use kurir_submit::publish::{PublishConfig, Publisher};
@@ -19,7 +19,6 @@ use kurir_testkit::TestCa;
 use rustls::pki_types::ServerName;
 use tempfile::TempDir;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
-use tokio::sync::mpsc;
 
 /// Where TCP tests listen.
 pub(crate) const LOOPBACK_0: &str = "127.0.0.1:0";
@@ -201,37 +200,28 @@ async fn take<T: Send + 'static>(
     topic: &str,
     n: usize,
     timeout: Duration,
-    decode: fn(&IncomingRecord) -> T,
+    decode: fn(&AckedRecord) -> T,
 ) -> Vec<T> {
-    let mut sub = queue.subscribe(group, &[topic.to_owned()]).await.unwrap();
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let events = tokio::spawn(async move {
-        while let Some(event) = sub.next_event().await {
-            if let PartitionEvent::Assigned(mut stream) = event {
-                let tx = tx.clone();
-                tokio::spawn(async move {
-                    while let Some(record) = stream.next().await {
-                        let value = decode(&record);
-                        record.ack.done();
-                        let _ = tx.send(value);
-                    }
-                });
-            }
-        }
-    });
+    let mut records = queue
+        .subscribe(group, &[topic.to_owned()])
+        .await
+        .unwrap()
+        .all_records();
     let mut out = Vec::new();
     let deadline = tokio::time::Instant::now() + timeout;
     while out.len() < n {
-        match tokio::time::timeout_at(deadline, rx.recv()).await {
-            Ok(Some(q)) => out.push(q),
+        match tokio::time::timeout_at(deadline, records.next()).await {
+            Ok(Some(record)) => out.push(decode(&record)),
             _ => break,
         }
     }
     // Anything beyond `n` would be a bug: give it a moment to show up.
-    while let Ok(Some(q)) = tokio::time::timeout(Duration::from_millis(200), rx.recv()).await {
-        out.push(q);
+    while let Ok(Some(record)) =
+        tokio::time::timeout(Duration::from_millis(200), records.next()).await
+    {
+        out.push(decode(&record));
     }
-    events.abort();
+    records.close().await;
     out
 }
 

@@ -159,6 +159,28 @@ async fn publish_and_consume_round_trip_keeps_key_value_headers_and_not_before()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn similar_domain_names_spread_over_the_partitions() -> anyhow::Result<()> {
+    let (_broker, queue) = setup("spread", 16).await?;
+    let records = (0..10)
+        .map(|i| OutgoingRecord::new(format!("d{i}.load.test"), "m"))
+        .collect();
+    queue.publish("spread", records).await?;
+    let mut all = subscribe(&queue, "g", "spread").await?.all_records();
+    let mut partitions = std::collections::BTreeSet::new();
+    for _ in 0..10 {
+        let record = tokio::time::timeout(WAIT, all.next())
+            .await
+            .context("no record")?
+            .context("ended")?;
+        partitions.insert(record.partition);
+    }
+    all.close().await;
+    // murmur2 gives 9 distinct partitions; the default CRC32 gave 5.
+    assert!(partitions.len() >= 8, "{partitions:?}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn out_of_order_acks_commit_only_the_low_watermark() -> anyhow::Result<()> {
     let (_broker, queue) = setup("ooo", 1).await?;
     queue.publish("ooo", numbered(5)).await?;

@@ -31,15 +31,12 @@ impl MessageId {
     /// time, and the delivery ledger keeps it from being mailed twice.
     ///
     /// Keeps this id's timestamp and the top 16 of its 80 random bits; the low 64 are XORed
-    /// with a mix of `label` (SplitMix64's, a bijection: distinct labels give distinct
-    /// ids). Written out rather than hashed with `std`'s hasher, whose algorithm is not
-    /// promised to stay the same across Rust releases; no adversary picks the labels.
-    pub fn derived(self, label: u64) -> Self {
-        let mut z = label.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
-        Self(ulid::Ulid(self.0.0 ^ u128::from(z)))
+    /// with the XXH3-64 hash of `label` (a frozen specification, unlike `std`'s hasher,
+    /// whose algorithm may change between Rust releases). Distinct labels give distinct ids
+    /// but for a 64-bit hash collision; no adversary picks the labels.
+    pub fn derived(self, label: &[u8]) -> Self {
+        let mask = xxhash_rust::xxh3::xxh3_64(label);
+        Self(ulid::Ulid(self.0.0 ^ u128::from(mask)))
     }
 
     /// Milliseconds since the Unix epoch when the id was made.
@@ -106,14 +103,20 @@ mod tests {
     #[test]
     fn derived_ids_are_stable_distinct_and_keep_the_time() {
         let id: MessageId = "01JD3XKQ8W6Q9V5N4ZB7T0M2RS".parse().unwrap();
-        // Fixed (checked against an independent SplitMix64): a change here re-sends the DSNs of records replayed across an upgrade.
-        assert_eq!(id.derived(1).to_string(), "01JD3XKQ8W6Q9J7QNJPNYGGNYR");
-        assert_eq!(id.derived(1), id.derived(1));
-        let labels: std::collections::HashSet<MessageId> =
-            (0..1000).map(|l| id.derived(l)).collect();
+        // Fixed: a change here re-sends the DSNs of records replayed across an upgrade.
+        // XXH3-64 of the empty input is 0x2D06800538D394C2 (the xxHash reference).
+        assert_eq!(
+            id.derived(b"").to_u128() ^ id.to_u128(),
+            0x2D06_8005_38D3_94C2
+        );
+        assert_eq!(id.derived(b"dsn").to_string(), "01JD3XKQ8W6Q9GVHV6TW6FS4BC");
+        assert_eq!(id.derived(b"dsn"), id.derived(b"dsn"));
+        let labels: std::collections::HashSet<MessageId> = (0..1000)
+            .map(|l| id.derived(format!("label {l}").as_bytes()))
+            .collect();
         assert_eq!(labels.len(), 1000);
         assert!(!labels.contains(&id));
-        assert_eq!(id.derived(7).timestamp_ms(), id.timestamp_ms());
+        assert_eq!(id.derived(b"x").timestamp_ms(), id.timestamp_ms());
     }
 
     #[test]

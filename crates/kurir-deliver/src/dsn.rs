@@ -7,9 +7,10 @@
 //!   `Failed`/`Expired` need FAILURE, `Delayed` DELAY, `Delivered` SUCCESS).
 //! - The DSN: `From: Mail Delivery System <MAILER-DAEMON@{reporting_mta}>`, `To:` the
 //!   envelope sender, `Subject` saying what happened, `Auto-Submitted: auto-replied`, a
-//!   fresh Message-ID and Date; part 1 text/plain for humans (each recipient with the
-//!   remote reply); part 2 `message/delivery-status` with per-message fields
-//!   (`Reporting-MTA: dns; …`, `Original-Envelope-Id` when ENVID was given, `Arrival-Date`)
+//!   Message-ID made of the DSN's id (`<id@reporting_mta>`) and a Date; part 1
+//!   text/plain for humans (each recipient with the remote reply); part 2
+//!   `message/delivery-status` with per-message fields (`Reporting-MTA: dns; …`,
+//!   `Original-Envelope-Id` when ENVID was given, `Arrival-Date`)
 //!   and per-recipient fields (`Original-Recipient` from ORCPT, `Final-Recipient: rfc822;`,
 //!   `Action`, `Status`, `Remote-MTA: dns; host` and `Diagnostic-Code: smtp; <reply>` when
 //!   there was a reply, `Last-Attempt-Date`); part 3 the returned message: `RET=FULL` →

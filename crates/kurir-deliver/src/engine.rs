@@ -812,10 +812,14 @@ impl<Q: Queue + Clone, S: State + Clone> Node<Q, S> {
                 _ => None,
             })
             .collect();
-        // Ids from the original's, the kind and the attempt: the same when the record is
-        // replayed, different for each DSN of the message.
-        let id = |kind: u64| message.id.derived(kind << 32 | u64::from(info.attempt));
-        [(failed, 1), (succeeded, 2)]
+        // Ids from the original's, the kind, the record's routing key (a message has a record
+        // per recipient domain, all at attempt 1 first) and the attempt: the same when the
+        // record is replayed, different for each DSN of the message.
+        let id = |kind: &str| {
+            let label = format!("dsn/{kind}/{}/{}", message.routing_key, info.attempt);
+            message.id.derived(label.as_bytes())
+        };
+        [(failed, "failure"), (succeeded, "success")]
             .into_iter()
             .filter(|(list, _)| !list.is_empty())
             .filter_map(|(list, kind)| {

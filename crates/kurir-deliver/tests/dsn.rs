@@ -532,7 +532,7 @@ fn the_dsn_is_queued_to_the_sender_from_the_null_sender() {
     let bob = rcpt("bob@example.test", None);
     let message = queued(Some(SENDER), vec![bob.clone()]);
     let r = report(&message, vec![with_action(&bob, DsnAction::Failed)]);
-    let id = message.id.derived(1);
+    let id = message.id.derived(b"dsn/failure");
     let queued = dsn::dsn_message(&r, id).expect("a DSN is due");
 
     assert_eq!(queued.id, id);

@@ -3,7 +3,8 @@
 //! - a success DSN (NOTIFY=SUCCESS) whose recipient the ledger already has is made again:
 //!   mailed if the crash came before it was queued, not mailed twice if it was delivered;
 //! - a bounce's DSN is queued before the bounce suppresses the address, and a replay that
-//!   bounces again makes the same DSN, which the ledger keeps from going twice.
+//!   bounces again makes the same DSN, which the ledger keeps from going twice;
+//! - the records of one message (one per recipient domain) make DSNs of their own ids.
 
 use std::collections::BTreeMap;
 use std::time::SystemTime;
@@ -81,11 +82,19 @@ async fn inbox_has(inbox: &SmtpSink, node: &Node, n: usize, settled: u64) {
 async fn run(env: Env) {
     let mx = env.sink("mx.dsn.test", 2).await;
     env.dns.add_mx("dsn.test", 10, "mx.dsn.test");
-    mx.on(
-        Match::Rcpt("gone@dsn.test".into()),
-        Stage::Rcpt,
-        Action::reply(550, "5.1.1 no such mailbox"),
-    );
+    let other = env.sink("mx.dsn2.test", 4).await;
+    env.dns.add_mx("dsn2.test", 10, "mx.dsn2.test");
+    for (sink, gone) in [
+        (&mx, "gone@dsn.test"),
+        (&mx, "gone3@dsn.test"),
+        (&other, "gone@dsn2.test"),
+    ] {
+        sink.on(
+            Match::Rcpt(gone.into()),
+            Stage::Rcpt,
+            Action::reply(550, "5.1.1 no such mailbox"),
+        );
+    }
     let inbox = env.sink("mx.sender.test", 3).await;
     env.dns.add_mx("sender.test", 10, "mx.sender.test");
     let node = env.node(env.config()).await;
@@ -153,6 +162,16 @@ async fn run(env: Env) {
         .collect();
     assert_eq!(bounce_dsns.len(), 2, "{bounce_dsns:?}");
     assert_eq!(bounce_dsns[0], bounce_dsns[1]);
+
+    // 4. One message, a record per recipient domain, both bounce at their first attempt:
+    //    two DSNs, two ids, both mailed.
+    env.submit(
+        Some(SENDER),
+        &["gone3@dsn.test", "gone@dsn2.test"],
+        "Subject: two\r\n\r\nhi\r\n",
+    )
+    .await;
+    inbox_has(&inbox, &node, 5, 14).await;
     node.stop().await;
 }
 

@@ -111,10 +111,10 @@ pub struct EmbeddedConfig {
     /// forever). Mail and retry records are never deleted before they are consumed.
     #[serde(with = "humantime_serde")]
     pub events_retention: Duration,
-    /// A consumer group that has had no member for this long has its committed positions
-    /// forgotten, so it no longer holds back the deletion of what the other groups consumed
-    /// (Kafka's `offsets.retention.minutes`). If it comes back it starts at the oldest record
-    /// kept.
+    /// A consumer group none of whose members has read a topic for this long (the node's
+    /// down time not counted) has its committed positions on that topic forgotten, so it no
+    /// longer holds back the deletion of what the other groups consumed (Kafka's
+    /// `offsets.retention.minutes`). If it comes back it starts at the oldest record kept.
     #[serde(with = "humantime_serde")]
     pub group_retention: Duration,
 }

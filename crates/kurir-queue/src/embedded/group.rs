@@ -180,7 +180,13 @@ impl Coordinator {
             return;
         };
         let partition = topic.partitions[key.1 as usize].clone();
-        let start = self.start_position(group, topic.id, &partition);
+        let (start, stored) = self.start_position(group, topic.id, &partition);
+        if !stored {
+            // A group's position counts from its first assignment, not its first finished
+            // record: until then another group's commit (or an idle group's expiry) would
+            // see no position of this one and delete what it is about to read.
+            self.commit(group, topic.id, &partition, start);
+        }
         let tracker = PartitionTracker::new(start, self.shared.max_in_flight);
         let (records_tx, records_rx) = mpsc::channel(self.shared.max_in_flight.clamp(1, 1024));
         let (cancel, cancel_rx) = watch::channel(false);
@@ -258,17 +264,23 @@ impl Coordinator {
         });
     }
 
-    fn start_position(&self, group: &str, topic_id: u32, partition: &PartitionState) -> u64 {
+    /// Where `group` starts reading `partition`, and whether it has a stored position there.
+    fn start_position(
+        &self,
+        group: &str,
+        topic_id: u32,
+        partition: &PartitionState,
+    ) -> (u64, bool) {
         let retained = partition.retained_from.load(Ordering::SeqCst);
         let committed = self
             .shared
             .store
             .committed(group, topic_id, partition.partition);
         match committed {
-            Ok(c) => c.unwrap_or(retained).max(retained),
+            Ok(c) => (c.unwrap_or(retained).max(retained), c.is_some()),
             Err(error) => {
                 tracing::error!(%error, "reading committed offset; starting at the oldest record");
-                retained
+                (retained, true)
             }
         }
     }
@@ -322,12 +334,13 @@ impl Coordinator {
     /// remaining groups have all consumed; returns how many positions it forgot. A group that
     /// stopped reading a topic would otherwise keep every record after its position forever.
     ///
-    /// A group's last commit is when it was last seen: revoke and close commit, so a group
-    /// that left has its leaving time there. An entry stored without a time counts from
-    /// `opened` (when this process opened the queue). On a partition where every group is
-    /// idle, the furthest keeps its position: it holds back nothing another group has
-    /// consumed, and a partition's end after a restart is taken from its positions when its
-    /// records are all gone.
+    /// A group is idle on a topic when none of its members reads it, and idle since its last
+    /// commit there (revoke and close commit, so a group that left has its leaving time) or
+    /// since `opened` (when this process opened the queue), whichever is later: time the
+    /// node was down does not count, and entries stored without a time count from `opened`.
+    /// On a partition where every group is idle, the furthest keeps its position: it holds
+    /// back nothing another group has consumed, and a partition's end after a restart is
+    /// taken from its positions when its records are all gone.
     ///
     /// Blocks on the groups lock: call it from a thread of its own, not a runtime worker.
     pub(crate) fn expire_idle(
@@ -342,6 +355,16 @@ impl Coordinator {
         };
         // Held throughout, so no group joins (and reads its position) meanwhile.
         let groups = self.shared.groups.blocking_lock();
+        // A group is idle on a topic none of its members reads: `kurir-deliver` reads the
+        // mail topic, and its positions from before on the retry tiers still expire.
+        let reading: HashSet<(&str, u32)> = groups
+            .iter()
+            .flat_map(|(name, members)| {
+                members
+                    .values()
+                    .flat_map(move |m| m.topics.iter().map(move |t| (name.as_str(), t.id)))
+            })
+            .collect();
         let mut by_partition: BTreeMap<(u32, u32), Vec<CommittedEntry>> = BTreeMap::new();
         for entry in self.shared.store.committed_entries()? {
             by_partition
@@ -359,7 +382,12 @@ impl Coordinator {
                 continue;
             };
             let total = entries.len();
-            entries.retain(|e| !groups.contains_key(&e.group) && e.at.unwrap_or(opened) < cutoff);
+            // Idle since its last commit or since this process opened the queue, whichever
+            // is later: time the node was down does not count.
+            entries.retain(|e| {
+                !reading.contains(&(e.group.as_str(), topic_id))
+                    && e.at.map_or(opened, |at| at.max(opened)) < cutoff
+            });
             if entries.len() == total {
                 entries.sort_by_key(|e| e.position);
                 entries.pop();

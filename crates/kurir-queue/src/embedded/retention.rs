@@ -6,8 +6,8 @@
 //!   tests and operators' tools do), so without this every delivery outcome would stay on
 //!   disk forever (~230 bytes each). Mail and retry records never expire: they are deleted
 //!   only once delivered (consumed).
-//! - Idle groups: the position of a group that has had no member for
-//!   `queue.embedded.group_retention` is forgotten ([`Coordinator::expire_idle`]), so a group
+//! - Idle groups: the positions on a topic of a group none of whose members has read it for
+//!   `queue.embedded.group_retention` are forgotten ([`Coordinator::expire_idle`]), so a group
 //!   nobody runs any more (a renamed `deliver.group`, a tool's group) stops holding back the
 //!   deletion of what the other groups consumed.
 //!
@@ -314,6 +314,8 @@ mod tests {
         assert_eq!(expire(&queue, now + 8 * DAY, now).await, 0);
         old.close().await;
         assert_eq!(expire(&queue, now + 6 * DAY, now).await, 0);
+        // Nor when the queue was opened less than the retention ago (down time is not idle).
+        assert_eq!(expire(&queue, now + 8 * DAY, now + 2 * DAY).await, 0);
         assert_eq!(stored(&queue, &topic), 20);
 
         let partitions = topic.partitions.len();
@@ -366,12 +368,84 @@ mod tests {
 
         assert_eq!(expire(&queue, now + 8 * DAY, now + 2 * DAY).await, 0);
         assert_eq!(stored(&queue, &topic), 10);
-        // Forgotten where "new" has a position: on a partition without records it has
-        // none, and "legacy" holds nothing back there.
-        let with_records = topic.partitions.iter().filter(|p| p.end() > 0).count();
-        assert_eq!(expire(&queue, now + 8 * DAY, now).await, with_records);
+        let partitions = topic.partitions.len();
+        assert_eq!(expire(&queue, now + 8 * DAY, now).await, partitions);
         assert_eq!(stored(&queue, &topic), 0);
         new.close().await;
+        queue.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_group_is_idle_on_a_topic_none_of_its_members_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let (queue, config) = open(dir.path()).await;
+        let (mail, retry) = (
+            config.topics().mail(),
+            config.topics().retry(config.retry_tiers[0]),
+        );
+        queue.publish(&retry, records(5)).await.unwrap();
+        // "deliver" once read the retry tier too (position 0 there); now it reads mail only,
+        // and "deliver.retry" reads the tier.
+        read(&queue, "deliver", &retry, 0).await.close().await;
+        let tier = read(&queue, "deliver.retry", &retry, 5).await;
+        committed(&queue, "deliver.retry", 5).await;
+        let deliver = read(&queue, "deliver", &mail, 0).await;
+        let topic = queue.topic(&retry).unwrap();
+        assert_eq!(stored(&queue, &topic), 5);
+        let now = SystemTime::now();
+
+        let partitions = topic.partitions.len();
+        assert_eq!(expire(&queue, now + 8 * DAY, now).await, partitions);
+        assert_eq!(stored(&queue, &topic), 0);
+        let mail_topic = queue.topic(&mail).unwrap();
+        let entries = queue.inner.store.committed_entries().unwrap();
+        assert!(
+            entries
+                .iter()
+                .any(|e| e.group == "deliver" && e.topic_id == mail_topic.id)
+        );
+        assert!(
+            !entries
+                .iter()
+                .any(|e| e.group == "deliver" && e.topic_id == topic.id)
+        );
+        deliver.close().await;
+        tier.close().await;
+        queue.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_group_that_joined_holds_its_records_before_it_finished_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let (queue, config) = open(dir.path()).await;
+        let mail = config.topics().mail();
+        queue.publish(&mail, records(10)).await.unwrap();
+        let topic = queue.topic(&mail).unwrap();
+        // "hold" keeps the records (position 0), "done" read them all; both leave.
+        read(&queue, "hold", &mail, 0).await.close().await;
+        read(&queue, "done", &mail, 10).await.close().await;
+        committed(&queue, "done", 10).await;
+        assert_eq!(stored(&queue, &topic), 10);
+        // A new group, reading from the first record; nothing finished yet.
+        let subscription = queue
+            .subscribe("late", std::slice::from_ref(&mail))
+            .await
+            .unwrap();
+        let now = SystemTime::now();
+        expire(&queue, now + 8 * DAY, now).await;
+        assert_eq!(stored(&queue, &topic), 10, "late has not read them");
+        // And another group's commit does not delete them either.
+        read(&queue, "third", &mail, 10).await.close().await;
+        committed(&queue, "third", 10).await;
+        assert_eq!(stored(&queue, &topic), 10);
+        let mut late = subscription.all_records();
+        for _ in 0..10 {
+            tokio::time::timeout(Duration::from_secs(10), late.next())
+                .await
+                .expect("a record within 10 s")
+                .expect("open");
+        }
+        late.close().await;
         queue.close().await;
     }
 }

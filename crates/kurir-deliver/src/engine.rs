@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use futures::StreamExt as _;
-use kurir_core::{Address, Outcome, Recipient};
+use kurir_core::{Address, MessageId, Outcome, Recipient};
 use kurir_lifecycle::Lifecycle;
 use kurir_proto::convert::time_to_unix_ms;
 use kurir_proto::{Queued, v1};
@@ -812,24 +812,18 @@ impl<Q: Queue + Clone, S: State + Clone> Node<Q, S> {
                 _ => None,
             })
             .collect();
-        // Ids from the original's, the kind, the record's routing key (a message has a record
-        // per recipient domain, all at attempt 1 first) and the attempt: the same when the
-        // record is replayed, different for each DSN of the message.
-        let id = |kind: &str| {
-            let label = format!("dsn/{kind}/{}/{}", message.routing_key, info.attempt);
-            message.id.derived(label.as_bytes())
-        };
         [(failed, "failure"), (succeeded, "success")]
             .into_iter()
             .filter(|(list, _)| !list.is_empty())
             .filter_map(|(list, kind)| {
+                let id = dsn_id(message, kind, &list);
                 let report = DsnReport {
                     reporting_mta: hostname,
                     message,
                     recipients: list,
                     now,
                 };
-                dsn::dsn_message(&report, id(kind))
+                dsn::dsn_message(&report, id)
             })
             .collect()
     }
@@ -844,6 +838,23 @@ impl<Q: Queue + Clone, S: State + Clone> Node<Q, S> {
                 outcome = %fate.outcome(), detail = %fate.detail(), "outcome");
         }
     }
+}
+
+/// A DSN's id, derived from the message's: a record replayed after a crash makes the same
+/// DSN again with the same id (and the ledger keeps it from being mailed twice), while every
+/// other DSN of the message gets an id of its own. The label names what makes a DSN: its
+/// kind, the record it reports on (routing key: a record per recipient domain; attempts so
+/// far: each retry record has more, and the count is in the record, so it does not change
+/// when a bounce order or `max_age` makes the replay skip the attempt) and the recipients it
+/// reports (a replay with a different outcome reports other recipients: a DSN of its own
+/// rather than one dropped as a copy).
+fn dsn_id(message: &Queued, kind: &str, recipients: &[DsnRecipient<'_>]) -> MessageId {
+    let mut label = format!("dsn/{kind}/{}/{}/", message.routing_key, message.attempts);
+    for r in recipients {
+        label.push_str(&r.recipient.address.to_string());
+        label.push('\0');
+    }
+    message.id.derived(label.as_bytes())
 }
 
 /// The DSN block of one recipient.

@@ -4,7 +4,8 @@
 //!   mailed if the crash came before it was queued, not mailed twice if it was delivered;
 //! - a bounce's DSN is queued before the bounce suppresses the address, and a replay that
 //!   bounces again makes the same DSN, which the ledger keeps from going twice;
-//! - the records of one message (one per recipient domain) make DSNs of their own ids.
+//! - the records of one message (one per recipient domain, or each retry) make DSNs of
+//!   their own ids, also when a bounce order cancels a retry without an attempt.
 
 use std::collections::BTreeMap;
 use std::time::SystemTime;
@@ -14,6 +15,7 @@ use kurir_core::{Address, Domain, Envelope, MessageId, Notify, Recipient, Routin
 use kurir_proto::Queued;
 use kurir_proto::v1::Outcome;
 use kurir_queue::OutgoingRecord;
+use kurir_state::PauseAction;
 use kurir_testkit::smtp_sink::{Action, Match, SmtpSink, Stage};
 use kurir_testkit::wait_for;
 
@@ -21,6 +23,11 @@ use crate::harness::{Env, Node, SENDER, WAIT, scenario, wait_until};
 
 /// A record of message `id` to `to` (all at dsn.test), as submission queues it.
 fn record(id: MessageId, to: &[&str], notify_success: bool) -> OutgoingRecord {
+    retry_record(id, to, notify_success, 0)
+}
+
+/// [`record`] as a retry tier has it after `attempts` attempts.
+fn retry_record(id: MessageId, to: &[&str], notify_success: bool, attempts: u32) -> OutgoingRecord {
     let mut envelope = Envelope::new(Some(Address::parse(SENDER).unwrap()));
     envelope.recipients = to
         .iter()
@@ -39,7 +46,7 @@ fn record(id: MessageId, to: &[&str], notify_success: bool) -> OutgoingRecord {
         tenant: "default".into(),
         routing_key: RoutingKey::new(Domain::parse("dsn.test").unwrap()),
         envelope,
-        attempts: 0,
+        attempts,
         first_seen: SystemTime::now(),
         not_before: None,
         trace: None,
@@ -87,6 +94,7 @@ async fn run(env: Env) {
     for (sink, gone) in [
         (&mx, "gone@dsn.test"),
         (&mx, "gone3@dsn.test"),
+        (&mx, "gone5@dsn.test"),
         (&other, "gone@dsn2.test"),
     ] {
         sink.on(
@@ -172,6 +180,20 @@ async fn run(env: Env) {
     )
     .await;
     inbox_has(&inbox, &node, 5, 14).await;
+
+    // 5. A bounce at the first attempt, then an operator's bounce order cancels the retry
+    //    record of the same message (attempts 1, nothing attempted): two DSNs.
+    let fifth = MessageId::new();
+    env.publish_mail(vec![record(fifth, &["gone5@dsn.test"], false)])
+        .await;
+    inbox_has(&inbox, &node, 6, 16).await;
+    node.stop().await;
+    env.control_domain("dsn.test", PauseAction::Bounce, "closed")
+        .await;
+    let node = env.node(env.config()).await;
+    env.publish_mail(vec![retry_record(fifth, &["later@dsn.test"], false, 1)])
+        .await;
+    inbox_has(&inbox, &node, 7, 2).await;
     node.stop().await;
 }
 

@@ -111,8 +111,9 @@ pub struct EmbeddedConfig {
     /// forever). Mail and retry records are never deleted before they are consumed.
     #[serde(with = "humantime_serde")]
     pub events_retention: Duration,
-    /// A consumer group none of whose members has read a topic for this long (the node's
-    /// down time not counted) has its committed positions on that topic forgotten, so it no
+    /// A consumer group none of whose members has read a topic for this long has its
+    /// committed positions on that topic forgotten (not in the first hour after the queue
+    /// is opened, while the node's own groups join), so it no
     /// longer holds back the deletion of what the other groups consumed (Kafka's
     /// `offsets.retention.minutes`). If it comes back it starts at the oldest record kept.
     #[serde(with = "humantime_serde")]

@@ -27,6 +27,10 @@ const EVENT_CAPACITY: usize = 65_536;
 /// How often a partition's committed position is written while records finish. A crash
 /// redelivers at most the records finished in the last interval (at-least-once).
 const COMMIT_INTERVAL: Duration = Duration::from_millis(100);
+/// After the queue is opened, how long nothing is forgotten by [`Coordinator::expire_idle`]:
+/// the node's own groups join within it, also after a restart that came later than the
+/// retention (their last commits are then older than it).
+const OPEN_GRACE: Duration = Duration::from_secs(3600);
 /// Records deleted per commit at most, so one commit never becomes a huge batch.
 const MAX_DELETE_PER_COMMIT: u64 = 10_000;
 
@@ -335,9 +339,10 @@ impl Coordinator {
     /// stopped reading a topic would otherwise keep every record after its position forever.
     ///
     /// A group is idle on a topic when none of its members reads it, and idle since its last
-    /// commit there (revoke and close commit, so a group that left has its leaving time) or
-    /// since `opened` (when this process opened the queue), whichever is later: time the
-    /// node was down does not count, and entries stored without a time count from `opened`.
+    /// commit there (revoke and close commit, so a group that left has its leaving time;
+    /// entries stored without a time count from `opened`, when this process opened the
+    /// queue). Nothing is forgotten in the first [`OPEN_GRACE`] after `opened`: the groups
+    /// this node runs join by then, after a restart that came later than the retention.
     /// On a partition where every group is idle, the furthest keeps its position: it holds
     /// back nothing another group has consumed, and a partition's end after a restart is
     /// taken from its positions when its records are all gone.
@@ -353,6 +358,9 @@ impl Coordinator {
         let Some(cutoff) = now.checked_sub(retention) else {
             return Ok(0);
         };
+        if now < opened + OPEN_GRACE {
+            return Ok(0);
+        }
         // Held throughout, so no group joins (and reads its position) meanwhile.
         let groups = self.shared.groups.blocking_lock();
         // A group is idle on a topic none of its members reads: `kurir-deliver` reads the
@@ -382,17 +390,16 @@ impl Coordinator {
                 continue;
             };
             let total = entries.len();
-            // Idle since its last commit or since this process opened the queue, whichever
-            // is later: time the node was down does not count.
             entries.retain(|e| {
-                !reading.contains(&(e.group.as_str(), topic_id))
-                    && e.at.map_or(opened, |at| at.max(opened)) < cutoff
+                !reading.contains(&(e.group.as_str(), topic_id)) && e.at.unwrap_or(opened) < cutoff
             });
             if entries.len() == total {
                 entries.sort_by_key(|e| e.position);
                 entries.pop();
             }
             for entry in entries {
+                // The stored position first: if that fails the group still counts.
+                self.shared.store.forget(&entry.group, topic_id, p)?;
                 let floor = {
                     let mut committed = self.shared.committed.lock().expect("committed lock");
                     let positions = committed
@@ -401,7 +408,6 @@ impl Coordinator {
                     positions.remove(&entry.group);
                     positions.values().copied().min()
                 };
-                self.shared.store.forget(&entry.group, topic_id, p)?;
                 if let Some(floor) = floor {
                     self.trim(topic_id, &partition, floor)?;
                 }

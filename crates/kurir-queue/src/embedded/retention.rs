@@ -294,13 +294,22 @@ mod tests {
             .collect()
     }
 
+    /// A queue in `dir` whose mail topic holds `n` records.
+    async fn with_mail(
+        dir: &std::path::Path,
+        n: usize,
+    ) -> (EmbeddedQueue, String, Arc<TopicState>) {
+        let (queue, config) = open(dir).await;
+        let mail = config.topics().mail();
+        queue.publish(&mail, records(n)).await.unwrap();
+        let topic = queue.topic(&mail).unwrap();
+        (queue, mail, topic)
+    }
+
     #[tokio::test]
     async fn a_group_idle_for_the_retention_stops_holding_back_what_others_consumed() {
         let dir = tempfile::tempdir().unwrap();
-        let (queue, config) = open(dir.path()).await;
-        let mail = config.topics().mail();
-        queue.publish(&mail, records(20)).await.unwrap();
-        let topic = queue.topic(&mail).unwrap();
+        let (queue, mail, topic) = with_mail(dir.path(), 20).await;
 
         // "old" joins and leaves having finished nothing: its position is 0 everywhere.
         read(&queue, "old", &mail, 0).await.close().await;
@@ -358,10 +367,7 @@ mod tests {
     #[tokio::test]
     async fn a_position_stored_without_a_time_counts_from_when_the_queue_was_opened() {
         let dir = tempfile::tempdir().unwrap();
-        let (queue, config) = open(dir.path()).await;
-        let mail = config.topics().mail();
-        let topic = queue.topic(&mail).unwrap();
-        queue.publish(&mail, records(10)).await.unwrap();
+        let (queue, mail, topic) = with_mail(dir.path(), 10).await;
         for p in &topic.partitions {
             queue
                 .inner
@@ -423,10 +429,7 @@ mod tests {
     #[tokio::test]
     async fn a_group_that_joined_holds_its_records_before_it_finished_one() {
         let dir = tempfile::tempdir().unwrap();
-        let (queue, config) = open(dir.path()).await;
-        let mail = config.topics().mail();
-        queue.publish(&mail, records(10)).await.unwrap();
-        let topic = queue.topic(&mail).unwrap();
+        let (queue, mail, topic) = with_mail(dir.path(), 10).await;
         // "hold" keeps the records (position 0), "done" read them all; both leave.
         read(&queue, "hold", &mail, 0).await.close().await;
         read(&queue, "done", &mail, 10).await.close().await;

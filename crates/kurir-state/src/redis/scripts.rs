@@ -93,8 +93,25 @@ return {n, 0}
 /// Appends history entries, keeping the first and the newest ARGV[1] - 1, and refreshes
 /// the TTL. KEYS: the list. ARGV: max entries, ttl ms, then the entries (at least one), in
 /// order. Trimming once after all of them keeps the same entries as trimming after each.
+/// Entries equal to the list's tail are not appended again: a settle retried after an
+/// ambiguous error (the reply lost, the write done) sends the same entries (each carries its
+/// time in nanoseconds), and the history would show them twice.
 pub(super) const TRACK_SOURCE: &str = r"
 local max = tonumber(ARGV[1])
+local count = #ARGV - 2
+if count <= max - 1 then
+  local tail = redis.call('LRANGE', KEYS[1], -count, -1)
+  if #tail == count then
+    local same = true
+    for i = 1, count do
+      if tail[i] ~= ARGV[i + 2] then same = false break end
+    end
+    if same then
+      redis.call('PEXPIRE', KEYS[1], ARGV[2])
+      return redis.call('LLEN', KEYS[1])
+    end
+  end
+end
 local n = redis.call('RPUSH', KEYS[1], unpack(ARGV, 3))
 if n > max then
   local first = redis.call('LPOP', KEYS[1])

@@ -343,6 +343,43 @@ async fn pauses_stored_before_actions_existed_read_as_hold() {
 }
 
 #[tokio::test]
+async fn a_settle_sent_twice_appends_its_history_once() {
+    // A retry after an ambiguous error (the reply lost, the write done) sends the same
+    // settlement again.
+    let (_server, state) = start().await;
+    let id = MessageId::new();
+    let domain = Domain::parse("retry.test").unwrap();
+    let now = SystemTime::now();
+    let line = |rcpt: &str, kind| TrackEntry {
+        at: now,
+        kind,
+        recipient: Some(rcpt.into()),
+        detail: "250 ok".into(),
+    };
+    let history = [
+        line("a@retry.test", TrackKind::Delivered),
+        line("b@retry.test", TrackKind::Deferred),
+    ];
+    let settlement = crate::Settlement {
+        id,
+        domain: &domain,
+        delivered: &[addr("a@retry.test")],
+        counts: crate::DomainCounters::default(),
+        history: &history,
+    };
+    state.settle(&settlement).await.unwrap();
+    state.settle(&settlement).await.unwrap();
+    assert_eq!(state.history(id).await.unwrap(), history);
+    // A later attempt's entries (another time) are appended.
+    let later = [TrackEntry {
+        at: now + Duration::from_secs(60),
+        ..line("b@retry.test", TrackKind::Delivered)
+    }];
+    state.track(id, &later[0]).await.unwrap();
+    assert_eq!(state.history(id).await.unwrap().len(), 3);
+}
+
+#[tokio::test]
 async fn tracking_keeps_the_first_entry_and_the_newest() {
     let (_server, state) = start().await;
     let id = MessageId::new();

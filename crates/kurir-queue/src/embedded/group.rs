@@ -343,9 +343,9 @@ impl Coordinator {
     /// entries stored without a time count from `opened`, when this process opened the
     /// queue). Nothing is forgotten in the first [`OPEN_GRACE`] after `opened`: the groups
     /// this node runs join by then, after a restart that came later than the retention.
-    /// On a partition where every group is idle, the furthest keeps its position: it holds
-    /// back nothing another group has consumed, and a partition's end after a restart is
-    /// taken from its positions when its records are all gone.
+    /// The furthest position on a partition always stays: it holds back nothing another
+    /// group has consumed, and a partition's end after a restart is taken from its
+    /// positions when its records are all gone.
     ///
     /// Blocks on the groups lock: call it from a thread of its own, not a runtime worker.
     pub(crate) fn expire_idle(
@@ -389,14 +389,17 @@ impl Coordinator {
             else {
                 continue;
             };
-            let total = entries.len();
-            entries.retain(|e| {
+            let idle = |e: &CommittedEntry| {
                 !reading.contains(&(e.group.as_str(), topic_id)) && e.at.unwrap_or(opened) < cutoff
-            });
-            if entries.len() == total {
-                entries.sort_by_key(|e| e.position);
-                entries.pop();
-            }
+            };
+            // The furthest position stays (one reading the topic among equals): deletion
+            // goes by the lowest, so forgetting it releases nothing, and a partition whose
+            // records are all gone takes its end from its positions after a restart.
+            let furthest = entries
+                .iter()
+                .max_by_key(|e| (e.position, !idle(e)))
+                .map(|e| e.group.clone());
+            entries.retain(|e| idle(e) && Some(&e.group) != furthest.as_ref());
             for entry in entries {
                 // The stored position first: if that fails the group still counts.
                 self.shared.store.forget(&entry.group, topic_id, p)?;

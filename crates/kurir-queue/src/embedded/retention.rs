@@ -443,6 +443,9 @@ mod tests {
         let now = SystemTime::now();
         expire(&queue, now + 8 * DAY, now).await;
         assert_eq!(stored(&queue, &topic), 10, "late has not read them");
+        // "hold" is forgotten; "done", idle too, is the furthest and stays.
+        let groups = ["done".to_owned(), "late".to_owned()];
+        assert_eq!(groups_of(&queue), groups.into());
         // And another group's commit does not delete them either.
         read(&queue, "third", &mail, 10).await.close().await;
         committed(&queue, "third", 10).await;

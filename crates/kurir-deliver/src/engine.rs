@@ -481,6 +481,16 @@ impl<Q: Queue + Clone, S: State + Clone> Node<Q, S> {
         }
     }
 
+    /// Publishes `records` to `topic` (nothing when there are none), retried like every
+    /// durable step.
+    async fn publish(&self, what: &str, topic: &str, records: Vec<OutgoingRecord>) -> Option<()> {
+        if records.is_empty() {
+            return Some(());
+        }
+        self.retrying(what, || self.queue.publish(topic, records.clone()))
+            .await
+    }
+
     /// A state store operation: retried while the store is unavailable; any other error
     /// (an unknown tenant, an invalid or corrupt entry) will not go away by retrying, so
     /// it is logged and `fallback` stands in for the answer.
@@ -617,10 +627,8 @@ impl<Q: Queue + Clone, S: State + Clone> Node<Q, S> {
         let record = OutgoingRecord::new(message.routing_key.to_string(), held.encode_to_bytes())
             .not_before(at);
         let topic = self.topics.retry(delay);
-        self.retrying("holding a paused domain's mail", || {
-            self.queue.publish(&topic, vec![record.clone()])
-        })
-        .await?;
+        self.publish("holding a paused domain's mail", &topic, vec![record])
+            .await?;
         self.inner
             .metrics
             .outcome("paused", message.envelope.recipients.len() as u64);
@@ -728,13 +736,8 @@ impl<Q: Queue + Clone, S: State + Clone> Node<Q, S> {
             .into_iter()
             .map(|dsn| OutgoingRecord::new(dsn.routing_key.to_string(), dsn.encode_to_bytes()))
             .collect();
-        if !mail_records.is_empty() {
-            let topic = self.topics.mail();
-            self.retrying("queueing DSNs", || {
-                self.queue.publish(&topic, mail_records.clone())
-            })
+        self.publish("queueing DSNs", &self.topics.mail(), mail_records)
             .await?;
-        }
 
         // Bounce memory: hard bounces suppress the address.
         if let Some(tenant) = tenant {
@@ -753,10 +756,8 @@ impl<Q: Queue + Clone, S: State + Clone> Node<Q, S> {
 
         // The retry record.
         if let Some((topic, record)) = retry_record {
-            self.retrying("queueing a retry", || {
-                self.queue.publish(&topic, vec![record.clone()])
-            })
-            .await?;
+            self.publish("queueing a retry", &topic, vec![record])
+                .await?;
         }
 
         // Events, one per recipient outcome.
@@ -767,13 +768,8 @@ impl<Q: Queue + Clone, S: State + Clone> Node<Q, S> {
                 OutgoingRecord::new(message.routing_key.to_string(), e.encode_to_bytes())
             })
             .collect();
-        if !events.is_empty() {
-            let topic = self.topics.events();
-            self.retrying("publishing events", || {
-                self.queue.publish(&topic, events.clone())
-            })
+        self.publish("publishing events", &self.topics.events(), events)
             .await?;
-        }
 
         Some(fates)
     }
@@ -929,7 +925,7 @@ fn event(
         replayed,
         ..v1::Event::default()
     };
-    e.set_event_id(kurir_core::MessageId::new());
+    e.set_event_id(MessageId::new());
     e.set_message_id(message.id);
     e.set_core_outcome(fate.outcome());
     e

@@ -3,15 +3,10 @@
 //! and the ledger keeps a replay from mailing twice (the replay's event is made again,
 //! marked `replayed`).
 
-use std::time::SystemTime;
-
-use bytes::Bytes;
-use kurir_core::{Address, Domain, Envelope, Recipient, RoutingKey};
-use kurir_proto::Queued;
+use kurir_core::{Address, Envelope, Recipient};
 use kurir_proto::v1::Outcome;
-use kurir_queue::OutgoingRecord;
 
-use crate::harness::{Env, SENDER, scenario, wait_until};
+use crate::harness::{Env, SENDER, mail_record, scenario, wait_until};
 
 async fn run(env: Env) {
     let a = env.sink("mx1.one.test", 2).await;
@@ -60,23 +55,8 @@ async fn run(env: Env) {
         .into_iter()
         .map(|r| Recipient::new(Address::parse(r).unwrap()))
         .collect();
-    let replay = Queued {
-        id,
-        tenant: "default".into(),
-        routing_key: RoutingKey::new(Domain::parse("one.test").unwrap()),
-        envelope,
-        attempts: 0,
-        first_seen: SystemTime::now(),
-        not_before: None,
-        trace: None,
-        tags: Default::default(),
-        body: Bytes::from_static(b"Subject: hi\r\n\r\nhello\r\n"),
-    };
-    env.publish_mail(vec![OutgoingRecord::new(
-        "one.test",
-        replay.encode_to_bytes(),
-    )])
-    .await;
+    let replay = mail_record(id, envelope, 0, b"Subject: hi\r\n\r\nhello\r\n");
+    env.publish_mail(vec![replay]).await;
     wait_until(|| node.metrics.outcome_count("replayed") == 1).await;
     let ta = a.transactions();
     assert_eq!(ta.len(), 2, "{ta:?}");

@@ -7,19 +7,14 @@
 //! - the records of one message (one per recipient domain, or each retry) make DSNs of
 //!   their own ids, also when a bounce order cancels a retry without an attempt.
 
-use std::collections::BTreeMap;
-use std::time::SystemTime;
-
-use bytes::Bytes;
-use kurir_core::{Address, Domain, Envelope, MessageId, Notify, Recipient, RoutingKey};
-use kurir_proto::Queued;
+use kurir_core::{Address, Envelope, MessageId, Notify, Recipient};
 use kurir_proto::v1::Outcome;
 use kurir_queue::OutgoingRecord;
 use kurir_state::PauseAction;
 use kurir_testkit::smtp_sink::{Action, Match, SmtpSink, Stage};
 use kurir_testkit::wait_for;
 
-use crate::harness::{Env, Node, SENDER, WAIT, scenario, wait_until};
+use crate::harness::{Env, Node, SENDER, WAIT, mail_record, scenario, wait_until};
 
 /// A record of message `id` to `to` (all at dsn.test), as submission queues it.
 fn record(id: MessageId, to: &[&str], notify_success: bool) -> OutgoingRecord {
@@ -41,19 +36,8 @@ fn retry_record(id: MessageId, to: &[&str], notify_success: bool, attempts: u32)
             r
         })
         .collect();
-    let queued = Queued {
-        id,
-        tenant: "default".into(),
-        routing_key: RoutingKey::new(Domain::parse("dsn.test").unwrap()),
-        envelope,
-        attempts,
-        first_seen: SystemTime::now(),
-        not_before: None,
-        trace: None,
-        tags: BTreeMap::new(),
-        body: Bytes::from_static(b"Subject: hi\r\nMessage-ID: <m@sender.test>\r\n\r\nhello\r\n"),
-    };
-    OutgoingRecord::new("dsn.test", queued.encode_to_bytes())
+    let body = b"Subject: hi\r\nMessage-ID: <m@sender.test>\r\n\r\nhello\r\n";
+    mail_record(id, envelope, attempts, body)
 }
 
 /// Waits until `n` DSNs have been delivered to the sender's MX; then checks no more come

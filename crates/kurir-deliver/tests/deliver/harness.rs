@@ -343,24 +343,14 @@ impl Env {
                 .or_default()
                 .push(r.clone());
         }
-        let mut records = Vec::new();
-        for (domain, recipients) in by_domain {
-            let mut env = envelope.clone();
-            env.recipients = recipients;
-            let q = Queued {
-                id,
-                tenant: "default".into(),
-                routing_key: RoutingKey::new(kurir_core::Domain::parse(&domain).unwrap()),
-                envelope: env,
-                attempts: 0,
-                first_seen: SystemTime::now(),
-                not_before: None,
-                trace: None,
-                tags: BTreeMap::from([("campaign".to_owned(), "test".to_owned())]),
-                body: Bytes::copy_from_slice(body),
-            };
-            records.push(OutgoingRecord::new(domain, q.encode_to_bytes()));
-        }
+        let records = by_domain
+            .into_values()
+            .map(|recipients| {
+                let mut env = envelope.clone();
+                env.recipients = recipients;
+                mail_record(id, env, 0, body)
+            })
+            .collect();
         self.publish_mail(records).await;
         id
     }
@@ -594,6 +584,30 @@ impl Env {
             .await
             .unwrap())
     }
+}
+
+/// The mail record of message `id` to `envelope`'s recipients (all in one domain, its
+/// routing key), as submission queues it, or a retry tier after `attempts` attempts.
+pub(crate) fn mail_record(
+    id: MessageId,
+    envelope: Envelope,
+    attempts: u32,
+    body: &[u8],
+) -> OutgoingRecord {
+    let domain = envelope.recipients[0].address.domain().clone();
+    let q = Queued {
+        id,
+        tenant: "default".into(),
+        routing_key: RoutingKey::new(domain.clone()),
+        envelope,
+        attempts,
+        first_seen: SystemTime::now(),
+        not_before: None,
+        trace: None,
+        tags: BTreeMap::from([("campaign".to_owned(), "test".to_owned())]),
+        body: Bytes::copy_from_slice(body),
+    };
+    OutgoingRecord::new(domain.as_str(), q.encode_to_bytes())
 }
 
 /// A DSN taken apart for assertions (RFC 3464).

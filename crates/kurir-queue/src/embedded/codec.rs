@@ -39,6 +39,15 @@ pub(crate) fn offset_key(group: &str, topic_id: u32, partition: u32) -> Vec<u8> 
     key
 }
 
+/// The group, topic id and partition of an [`offset_key`]; `None` for another layout.
+pub(crate) fn parse_offset_key(key: &[u8]) -> Option<(&[u8], u32, u32)> {
+    let group_len = key.len().checked_sub(9)?;
+    let (group, rest) = key.split_at(group_len);
+    let topic_id = u32::from_be_bytes(rest.get(1..5)?.try_into().ok()?);
+    let partition = u32::from_be_bytes(rest.get(5..9)?.try_into().ok()?);
+    (rest[0] == 0).then_some((group, topic_id, partition))
+}
+
 /// A stored record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct StoredRecord {

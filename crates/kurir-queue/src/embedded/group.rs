@@ -333,8 +333,8 @@ impl Coordinator {
         }
     }
 
-    /// Forgets the positions of groups that have had no member since before `now -
-    /// retention` (as Kafka's `offsets.retention.minutes` does), and deletes what the
+    /// Forgets the positions of groups idle on a topic since before `now - retention` (as
+    /// Kafka's `offsets.retention.minutes` does), and deletes what the
     /// remaining groups have all consumed; returns how many positions it forgot. A group that
     /// stopped reading a topic would otherwise keep every record after its position forever.
     ///

@@ -224,13 +224,18 @@ mod tests {
     async fn read(queue: &EmbeddedQueue, group: &str, topic: &str, n: usize) -> AllRecords {
         let subscription = queue.subscribe(group, &[topic.to_owned()]).await.unwrap();
         let mut records = subscription.all_records();
+        take(&mut records, n).await;
+        records
+    }
+
+    /// Reads (and finishes) `n` records.
+    async fn take(records: &mut AllRecords, n: usize) {
         for _ in 0..n {
             tokio::time::timeout(Duration::from_secs(10), records.next())
                 .await
                 .expect("a record within 10 s")
                 .expect("the subscription is open");
         }
-        records
     }
 
     async fn expire(queue: &EmbeddedQueue, now: SystemTime, opened: SystemTime) -> usize {
@@ -436,10 +441,7 @@ mod tests {
         committed(&queue, "done", 10).await;
         assert_eq!(stored(&queue, &topic), 10);
         // A new group, reading from the first record; nothing finished yet.
-        let subscription = queue
-            .subscribe("late", std::slice::from_ref(&mail))
-            .await
-            .unwrap();
+        let mut late = read(&queue, "late", &mail, 0).await;
         let now = SystemTime::now();
         expire(&queue, now + 8 * DAY, now).await;
         assert_eq!(stored(&queue, &topic), 10, "late has not read them");
@@ -450,13 +452,7 @@ mod tests {
         read(&queue, "third", &mail, 10).await.close().await;
         committed(&queue, "third", 10).await;
         assert_eq!(stored(&queue, &topic), 10);
-        let mut late = subscription.all_records();
-        for _ in 0..10 {
-            tokio::time::timeout(Duration::from_secs(10), late.next())
-                .await
-                .expect("a record within 10 s")
-                .expect("open");
-        }
+        take(&mut late, 10).await;
         late.close().await;
         queue.close().await;
     }

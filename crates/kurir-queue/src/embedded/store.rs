@@ -20,7 +20,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, KvSeparationOptions, PersistMode};
 
-use super::codec::{offset_key, offset_of, partition_prefix, record_key};
+use super::codec::{offset_key, offset_of, parse_offset_key, partition_prefix, record_key};
 use crate::error::QueueError;
 
 fn backend(context: &str) -> impl Fn(fjall::Error) -> QueueError + '_ {
@@ -260,26 +260,17 @@ impl Store {
         let mut out = Vec::new();
         for item in self.offsets.iter() {
             let (key, value) = item.into_inner().map_err(backend("reading offsets"))?;
-            // The key is group, NUL, topic id, partition; group names never contain NUL.
-            let Some(group_len) = key.len().checked_sub(9) else {
+            let (Some((group, topic_id, partition)), Some(position)) =
+                (parse_offset_key(&key), be_u64(&value))
+            else {
                 continue;
             };
-            let (Some(topic_id), Some(partition), Some(position)) = (
-                be_u32(&key, group_len + 1),
-                be_u32(&key, group_len + 5),
-                be_u64(&value),
-            ) else {
-                continue;
-            };
-            if key[group_len] != 0 {
-                continue;
-            }
             let at = value
                 .get(8..16)
                 .and_then(|b| b.try_into().ok())
                 .map(|b| UNIX_EPOCH + Duration::from_millis(u64::from_be_bytes(b)));
             out.push(CommittedEntry {
-                group: String::from_utf8_lossy(&key[..group_len]).into_owned(),
+                group: String::from_utf8_lossy(group).into_owned(),
                 topic_id,
                 partition,
                 position,
@@ -327,9 +318,15 @@ impl Store {
 
     /// Stores a position as entries were before commit times were kept.
     #[cfg(test)]
-    pub(crate) fn put_untimed_offset(&self, group: &str, topic_id: u32, partition: u32, at: u64) {
+    pub(crate) fn put_untimed_offset(
+        &self,
+        group: &str,
+        topic_id: u32,
+        partition: u32,
+        position: u64,
+    ) {
         let key = offset_key(group, topic_id, partition);
-        self.offsets.insert(key, at.to_be_bytes()).unwrap();
+        self.offsets.insert(key, position.to_be_bytes()).unwrap();
     }
 
     /// Flushes everything to disk (on close).

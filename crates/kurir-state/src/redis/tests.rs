@@ -371,11 +371,11 @@ async fn a_settle_sent_twice_appends_its_history_once() {
     state.settle(&settlement).await.unwrap();
     assert_eq!(state.history(id).await.unwrap(), history);
     // A later attempt's entries (another time) are appended.
-    let later = [TrackEntry {
+    let later = TrackEntry {
         at: now + Duration::from_secs(60),
         ..line("b@retry.test", TrackKind::Delivered)
-    }];
-    state.track(id, &later[0]).await.unwrap();
+    };
+    state.track(id, &later).await.unwrap();
     assert_eq!(state.history(id).await.unwrap().len(), 3);
 }
 
